@@ -1,0 +1,47 @@
+# modelmon: `make demo` runs the monitor on simulated traffic; `make test` sets up and runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv demo test test-unit test-integration lint format broker-start broker-stop clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m modelmon.demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration
+
+lint: $(STAMP)
+	$(PY) -m ruff check app tests bench
+	$(PY) -m ruff format --check app tests bench
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix app tests bench
+	$(PY) -m ruff format app tests bench
+
+broker-start: $(STAMP)
+	$(VENV)/bin/modelmon broker start
+
+broker-stop: $(STAMP)
+	$(VENV)/bin/modelmon broker stop
+
+clean:
+	-$(VENV)/bin/modelmon broker stop 2>/dev/null
+	rm -rf .modelmon .pytest_cache .ruff_cache

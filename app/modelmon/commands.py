@@ -1,0 +1,79 @@
+"""Implementations of the CLI commands: thin plumbing over broker, topics, simulate and the SDK."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .settings import Settings
+
+
+def broker_command(args: argparse.Namespace, settings: Settings) -> int:
+    from .broker import LocalBroker
+
+    broker = LocalBroker(settings)
+    if args.action == "start":
+        broker.start()
+        return 0
+    if args.action == "stop":
+        broker.stop()
+        return 0
+    if args.action == "status":
+        status = broker.status()
+        where = "external cluster" if status.external else "local broker"
+        pid = f", pid {status.pid}" if status.pid else ""
+        print(f"{where} at {status.bootstrap}: {'running' if status.running else 'not running'}{pid} ({status.detail})")
+        return 0 if status.running else 3
+    if args.action == "logs":
+        if not settings.uses_local_broker:
+            print(f"Using the configured cluster at {settings.bootstrap}; there is no local broker log.")
+            return 0
+        for line in broker.tail_log(args.lines):
+            print(line)
+        if args.follow:
+            _follow(broker.log_file)
+        return 0
+    raise AssertionError(args.action)
+
+
+def _follow(path) -> None:
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        while True:
+            line = fh.readline()
+            if line:
+                sys.stdout.write(line.decode("utf-8", "replace"))
+                sys.stdout.flush()
+            else:
+                time.sleep(0.3)
+
+
+def topics_command(args: argparse.Namespace, settings: Settings) -> int:
+    from .topics import ALL_TOPICS, check_copartitioned, create_topics, describe_partitions, topic_name
+
+    if args.action == "create":
+        changes = {}
+        if args.partitions:
+            changes["input_partitions"] = args.partitions
+        if args.output_partitions:
+            changes["output_partitions"] = args.output_partitions
+        if args.replication_factor:
+            changes["replication_factor"] = args.replication_factor
+        settings = settings.with_(**changes) if changes else settings
+        for result in create_topics(settings):
+            verb = "created" if result.created else "exists "
+            print(f"{verb}  {result.name}  ({result.partitions} partitions)")
+        return 0
+    if args.action == "list":
+        counts = describe_partitions(settings)
+        for base in ALL_TOPICS:
+            name = topic_name(settings, base)
+            print(f"{name}\t{counts[name] if name in counts else 'missing'}")
+        return 0
+    if args.action == "check":
+        n = check_copartitioned(settings)
+        print(f"ok: {topic_name(settings, 'predictions')} and {topic_name(settings, 'ground-truth')} "
+              f"are co-partitioned ({n} partitions each)")
+        return 0
+    raise AssertionError(args.action)

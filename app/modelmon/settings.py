@@ -1,0 +1,221 @@
+"""One settings object for every modelmon command, read from MODELMON_* environment variables.
+
+Every variable, its default and its meaning are listed in ``ENV_VARS`` (the README's configuration table
+is generated from the same list), so there is one place to look.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _default_home() -> str:
+    return str(Path.cwd() / ".modelmon")
+
+
+def _default_cache() -> str:
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(xdg) / "modelmon")
+
+
+def _port(name: str, raw: str) -> int:
+    value = _int(name, raw)
+    if not 1 <= value <= 65535:
+        raise SettingsError(f"{name}: port must be between 1 and 65535, got {value}")
+    return value
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
+
+
+def _positive_int(name: str, raw: str) -> int:
+    value = _int(name, raw)
+    if value < 1:
+        raise SettingsError(f"{name}: must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name}: must be greater than 0, got {raw}")
+    return value
+
+
+def _str(name: str, raw: str) -> str:
+    return raw
+
+
+def _topic_prefix(name: str, raw: str) -> str:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    bad = sorted(set(raw) - allowed)
+    if bad:
+        raise SettingsError(f"{name}: topic prefix may only contain letters, digits, '.', '_' and '-', got {raw!r}")
+    return raw
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One documented environment variable and how to parse it into a Settings field."""
+
+    name: str
+    attr: str
+    default: str | Callable[[], str]
+    parse: Callable[[str, str], Any]
+    help: str
+
+    def default_text(self) -> str:
+        return self.default() if callable(self.default) else self.default
+
+
+ENV_VARS: tuple[EnvVar, ...] = (
+    EnvVar("MODELMON_KAFKA_BOOTSTRAP", "kafka_bootstrap", "", _str,
+           "Bootstrap servers of an existing Kafka cluster. When set, modelmon uses it and starts no local broker."),
+    EnvVar("MODELMON_HOME", "home", _default_home, _str,
+           "State folder: local broker data and logs, worker data (default ./.modelmon)."),
+    EnvVar("MODELMON_CACHE_DIR", "cache_dir", _default_cache, _str,
+           "Where the Kafka broker jars from Maven Central are cached (default ~/.cache/modelmon)."),
+    EnvVar("MODELMON_BROKER_PORT", "broker_port", "9092", _port, "Client port of the local broker (127.0.0.1)."),
+    EnvVar("MODELMON_CONTROLLER_PORT", "controller_port", "9093", _port,
+           "KRaft controller port of the local broker (127.0.0.1)."),
+    EnvVar("MODELMON_BROKER_HEAP", "broker_heap", "512m", _str, "Java heap (-Xmx) of the local broker."),
+    EnvVar("MODELMON_BROKER_START_TIMEOUT", "broker_start_timeout", "60", _positive_float,
+           "Seconds to wait for the local broker to answer a metadata request."),
+    EnvVar("MODELMON_TOPIC_PREFIX", "topic_prefix", "", _topic_prefix,
+           "Prefix put before every topic name (e.g. 'prod.' gives prod.predictions)."),
+    EnvVar("MODELMON_INPUT_PARTITIONS", "input_partitions", "8", _positive_int,
+           "Partitions of predictions and ground-truth (they must be equal: co-partitioning)."),
+    EnvVar("MODELMON_OUTPUT_PARTITIONS", "output_partitions", "4", _positive_int,
+           "Partitions of the model-keyed output topics and of dead-letter and monitor-health."),
+    EnvVar("MODELMON_REPLICATION_FACTOR", "replication_factor", "1", _positive_int,
+           "Replication factor of the topics modelmon creates."),
+    EnvVar("MODELMON_MAX_PAYLOAD_BYTES", "max_payload_bytes", "65536", _positive_int,
+           "Largest accepted event payload; larger events are dead-lettered (and refused by the SDK)."),
+    EnvVar("MODELMON_KAFKA_SECURITY_PROTOCOL", "security_protocol", "PLAINTEXT", _str,
+           "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, passed to every Kafka client."),
+    EnvVar("MODELMON_KAFKA_SASL_MECHANISM", "sasl_mechanism", "", _str, "SASL mechanism, e.g. PLAIN or SCRAM-SHA-512."),
+    EnvVar("MODELMON_KAFKA_SASL_USERNAME", "sasl_username", "", _str, "SASL user name."),
+    EnvVar("MODELMON_KAFKA_SASL_PASSWORD", "sasl_password", "", _str, "SASL password (never logged)."),
+    EnvVar("MODELMON_KAFKA_SSL_CA", "ssl_ca_location", "", _str, "CA certificate file for TLS."),
+    EnvVar("MODELMON_KAFKA_SSL_CERT", "ssl_cert_location", "", _str, "Client certificate file for TLS."),
+    EnvVar("MODELMON_KAFKA_SSL_KEY", "ssl_key_location", "", _str, "Client private key file for TLS."),
+)
+
+_SECURITY_PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable in modelmon. Build with :meth:`from_env`; override with :meth:`with_`."""
+
+    kafka_bootstrap: str = ""
+    home: str = field(default_factory=_default_home)
+    cache_dir: str = field(default_factory=_default_cache)
+    broker_port: int = 9092
+    controller_port: int = 9093
+    broker_heap: str = "512m"
+    broker_start_timeout: float = 60.0
+    topic_prefix: str = ""
+    input_partitions: int = 8
+    output_partitions: int = 4
+    replication_factor: int = 1
+    max_payload_bytes: int = 65536
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_ca_location: str = ""
+    ssl_cert_location: str = ""
+    ssl_key_location: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every MODELMON_* variable; raise SettingsError naming the first bad one."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for var in ENV_VARS:
+            raw = env.get(var.name)
+            if raw is None or raw == "":
+                raw = var.default_text()
+                if raw == "":
+                    values[var.attr] = ""
+                    continue
+            values[var.attr] = var.parse(var.name, raw.strip())
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated)."""
+        settings = replace(self, **changes)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.security_protocol.upper() not in _SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"MODELMON_KAFKA_SECURITY_PROTOCOL: must be one of {sorted(_SECURITY_PROTOCOLS)}, "
+                f"got {self.security_protocol!r}"
+            )
+        if self.broker_port == self.controller_port:
+            raise SettingsError("MODELMON_CONTROLLER_PORT: must differ from MODELMON_BROKER_PORT")
+
+    # -- derived values -------------------------------------------------------------------------
+
+    @property
+    def uses_local_broker(self) -> bool:
+        """True when no external cluster is configured, so modelmon runs its own broker."""
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers every client connects to."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return Path(self.home) / "broker"
+
+    @property
+    def jars_dir(self) -> Path:
+        return Path(self.cache_dir) / "kafka-jars"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka (confluent-kafka) settings shared by every producer, consumer and admin client."""
+        conf: dict[str, str] = {"bootstrap.servers": self.bootstrap}
+        protocol = self.security_protocol.upper()
+        if protocol != "PLAINTEXT":
+            conf["security.protocol"] = protocol
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        if self.ssl_cert_location:
+            conf["ssl.certificate.location"] = self.ssl_cert_location
+        if self.ssl_key_location:
+            conf["ssl.key.location"] = self.ssl_key_location
+        return conf
+
+
+def settings_fields() -> list[str]:
+    """Names of all Settings fields (used by docs checks)."""
+    return [f.name for f in fields(Settings)]

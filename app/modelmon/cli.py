@@ -54,6 +54,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port between 1 and 65535, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -114,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-realtime", action="store_true", help="send as fast as possible")
     sim.add_argument("--quiet", action="store_true", help="no progress lines")
 
+    worker = sub.add_parser("worker", help="run the stream worker (Faust agents, tables, web server)")
+    worker.add_argument("--worker-id", help="this worker's name (default MODELMON_WORKER_ID or host name)")
+    worker.add_argument("--web-port", type=_port, help="web server port (default MODELMON_WEB_PORT, 6066)")
+    worker.add_argument("--store", choices=("rocksdb", "memory"), help="table store (default rocksdb)")
+    worker.add_argument("--loglevel", choices=("crit", "error", "warn", "info", "debug"), default="warn")
+
     return parser
 
 
@@ -153,6 +166,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from .commands import simulate_command
 
         return simulate_command(args, settings)
+    if args.command == "worker":
+        from .commands import worker_command
+
+        return worker_command(args, settings)
     raise UsageError(f"unknown command {args.command!r}")
 
 

@@ -77,3 +77,14 @@ def topics_command(args: argparse.Namespace, settings: Settings) -> int:
               f"are co-partitioned ({n} partitions each)")
         return 0
     raise AssertionError(args.action)
+
+
+def worker_command(args: argparse.Namespace, settings: Settings) -> int:
+    from .worker import run_worker
+
+    changes = {}
+    for attr in ("worker_id", "web_port", "store"):
+        value = getattr(args, attr, None)
+        if value is not None:
+            changes[attr] = value
+    return run_worker(settings.with_(**changes) if changes else settings, loglevel=args.loglevel)

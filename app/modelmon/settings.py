@@ -61,6 +61,18 @@ def _str(name: str, raw: str) -> str:
     return raw
 
 
+def _store(name: str, raw: str) -> str:
+    if raw not in ("rocksdb", "memory"):
+        raise SettingsError(f"{name}: must be 'rocksdb' or 'memory', got {raw!r}")
+    return raw
+
+
+def _default_worker_id() -> str:
+    import socket
+
+    return socket.gethostname().split(".")[0] or "worker"
+
+
 def _topic_prefix(name: str, raw: str) -> str:
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
     bad = sorted(set(raw) - allowed)
@@ -106,6 +118,23 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "Replication factor of the topics modelmon creates."),
     EnvVar("MODELMON_MAX_PAYLOAD_BYTES", "max_payload_bytes", "65536", _positive_int,
            "Largest accepted event payload; larger events are dead-lettered (and refused by the SDK)."),
+    EnvVar("MODELMON_APP_ID", "app_id", "modelmon", _topic_prefix,
+           "Consumer group and name of the worker's internal topics; workers with one id share the work."),
+    EnvVar("MODELMON_WORKER_ID", "worker_id", _default_worker_id, _topic_prefix,
+           "This worker's name (health events, data folder); unique per worker (default: host name)."),
+    EnvVar("MODELMON_WEB_HOST", "web_host", "127.0.0.1", _str, "Bind address of the worker's web server."),
+    EnvVar("MODELMON_WEB_PORT", "web_port", "6066", _port, "Port of the worker's web server."),
+    EnvVar("MODELMON_STORE", "store", "rocksdb", _store,
+           "Table store: 'rocksdb' (rocksdict, durable, fast restart) or 'memory' (rebuilt from changelogs)."),
+    EnvVar("MODELMON_WINDOW_S", "window_s", "60", _positive_float, "Size of the event-time tumbling windows."),
+    EnvVar("MODELMON_JOIN_HORIZON_S", "join_horizon_s", "86400", _positive_float,
+           "How long (event time) a prediction waits for its label, and a label for its prediction."),
+    EnvVar("MODELMON_EMIT_INTERVAL_S", "emit_interval_s", "5", _positive_float,
+           "How often changed windows are published to model-metrics."),
+    EnvVar("MODELMON_TICK_INTERVAL_S", "tick_interval_s", "1", _positive_float,
+           "How often each input partition is ticked (expiry, flushes)."),
+    EnvVar("MODELMON_IDLE_ADVANCE_S", "idle_advance_s", "30", _positive_float,
+           "After this many wall seconds without input, a partition's event time advances with the clock."),
     EnvVar("MODELMON_KAFKA_SECURITY_PROTOCOL", "security_protocol", "PLAINTEXT", _str,
            "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, passed to every Kafka client."),
     EnvVar("MODELMON_KAFKA_SASL_MECHANISM", "sasl_mechanism", "", _str, "SASL mechanism, e.g. PLAIN or SCRAM-SHA-512."),
@@ -135,6 +164,16 @@ class Settings:
     output_partitions: int = 4
     replication_factor: int = 1
     max_payload_bytes: int = 65536
+    app_id: str = "modelmon"
+    worker_id: str = field(default_factory=_default_worker_id)
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    store: str = "rocksdb"
+    window_s: float = 60.0
+    join_horizon_s: float = 86400.0
+    emit_interval_s: float = 5.0
+    tick_interval_s: float = 1.0
+    idle_advance_s: float = 30.0
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_username: str = ""
@@ -190,6 +229,10 @@ class Settings:
     @property
     def broker_dir(self) -> Path:
         return Path(self.home) / "broker"
+
+    @property
+    def worker_dir(self) -> Path:
+        return Path(self.home) / f"worker-{self.worker_id}"
 
     @property
     def jars_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
@@ -68,7 +69,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicResu
                 err = exc.args[0]
                 if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise TopicError(f"could not create topic {name}: {err.str()}") from None
-    counts = describe_partitions(settings, timeout_s)
+    counts = wait_for_topics(settings, [topic_name(settings, b) for b in ALL_TOPICS], timeout_s)
     check_copartitioned(settings, counts)
     return [
         TopicResult(topic_name(settings, b), counts.get(topic_name(settings, b), 0), topic_name(settings, b) in created)
@@ -80,6 +81,19 @@ def describe_partitions(settings: Settings, timeout_s: float = 10.0) -> dict[str
     """Partition count of every topic in the cluster."""
     meta = admin_client(settings).list_topics(timeout=timeout_s)
     return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
+
+
+def wait_for_topics(settings: Settings, names: list[str], timeout_s: float = 30.0) -> dict[str, int]:
+    """Wait until metadata shows every named topic (creation is acknowledged before it propagates)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = describe_partitions(settings, timeout_s)
+        missing = [n for n in names if counts.get(n, 0) == 0]
+        if not missing:
+            return counts
+        if time.monotonic() > deadline:
+            raise TopicError(f"topic(s) {', '.join(missing)} did not appear in the cluster metadata in {timeout_s:g} s")
+        time.sleep(0.1)
 
 
 def check_copartitioned(settings: Settings, counts: dict[str, int] | None = None) -> int:
@@ -95,3 +109,29 @@ def check_copartitioned(settings: Settings, counts: dict[str, int] | None = None
             "co-partitioned (same partition count, keyed by request_id) for the join to be correct"
         )
     return counts[pred]
+
+
+def ensure_internal_topics(settings: Settings, names_partitions: dict[str, int], timeout_s: float = 30.0) -> None:
+    """Create the worker's internal topics (ticks, partials) with the partition counts the design needs."""
+    existing = describe_partitions(settings, timeout_s)
+    wanted = []
+    for name, partitions in names_partitions.items():
+        if name in existing:
+            if existing[name] != partitions:
+                raise TopicError(
+                    f"internal topic {name} has {existing[name]} partitions, expected {partitions}: "
+                    "delete it (it holds no user data) or restore the previous partition settings"
+                )
+            continue
+        config = {"retention.ms": str(24 * 3600 * 1000)}
+        wanted.append(NewTopic(name, partitions, settings.replication_factor, config=config))
+    if not wanted:
+        return
+    admin = admin_client(settings)  # must outlive the futures
+    for name, fut in admin.create_topics(wanted, operation_timeout=timeout_s).items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TopicError(f"could not create topic {name}: {exc.args[0].str()}") from None
+    wait_for_topics(settings, list(names_partitions), timeout_s)

@@ -1,0 +1,186 @@
+"""Stage-1 state of one input partition, in memory and pure (no Kafka, no Faust).
+
+It holds the partition's window accumulators (a fold of the join entries' effects), the event-time
+watermark, the expiry and settlement indexes, and which windows changed since the last flush. The
+Faust agent owns the durable part (the join table); after a restart or rebalance this object is rebuilt
+from the restored entries with :meth:`PartitionState.rebuild`, so nothing here needs its own changelog.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .aggregate import WindowAccumulator
+from .join import Effects, Entry, effect_delta, effects, entry_ts, expires_at, settles_at, window_start
+
+WindowKey = tuple[str, str | None, float]  # (model, model_version, window start)
+
+INVALID_KEY_PREFIX = "__invalid__|"
+
+
+def invalid_record_key(partition: int) -> str:
+    """Table key of a partition's invalid-event tally (one record per partition)."""
+    return f"{INVALID_KEY_PREFIX}{partition}"
+
+
+def invalid_effects(record: dict[str, Any]) -> Effects:
+    """The counters an invalid-event tally contributes: {(cnt, model, None, window, invalid:reason): n}."""
+    out: Effects = {}
+    for key, n in record.get("c", {}).items():
+        model, window, reason = key.rsplit("|", 2)
+        out[("cnt", model, None, float(window), f"invalid:{reason}")] = n
+    return out
+
+
+def tally_key(model: str, window: float, reason: str) -> str:
+    return f"{model}|{window!r}|{reason}"
+
+
+@dataclass
+class Snapshot:
+    """One partition's current accumulator for one window: what stage 2 merges (latest wins)."""
+
+    partition: int
+    epoch: int
+    seq: int
+    model: str
+    version: str | None
+    window: float
+    final: bool
+    acc: WindowAccumulator
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "p": self.partition, "epoch": self.epoch, "seq": self.seq, "m": self.model, "v": self.version,
+            "w": self.window, "final": self.final, "acc": self.acc.to_dict(),
+        }
+
+
+@dataclass
+class PartitionState:
+    partition: int
+    window_s: float
+    horizon_s: float
+    epoch: int
+    idle_advance_s: float = 30.0
+    watermark: float = float("-inf")
+    accs: dict[WindowKey, WindowAccumulator] = field(default_factory=dict)
+    dirty: set[WindowKey] = field(default_factory=set)
+    _expiries: list[tuple[float, str]] = field(default_factory=list)
+    _settle: list[tuple[float, str]] = field(default_factory=list)
+    _seq: int = 0
+    _last_input_wall: float | None = None
+    _last_tick_wall: float | None = None
+
+    # -- rebuild -----------------------------------------------------------------------------------
+
+    def rebuild(self, entries: Iterable[tuple[str, Entry]], invalid: dict[str, Any] | None) -> int:
+        """Fold the restored entries of this partition into fresh accumulators; return how many."""
+        n = 0
+        for request_id, entry in entries:
+            self.apply_change(request_id, None, entry)
+            self.watermark = max(self.watermark, entry_ts(entry))
+            n += 1
+        if invalid:
+            self._apply_effects({}, invalid_effects(invalid))
+        self.dirty = set(self.accs)
+        return n
+
+    # -- per event -----------------------------------------------------------------------------------
+
+    def observe(self, ts: float, wall: float) -> None:
+        """An input event with event time ``ts`` arrived at wall time ``wall``."""
+        if ts > self.watermark:
+            self.watermark = ts
+        self._last_input_wall = wall
+
+    def is_final(self, window: float) -> bool:
+        """Whether a window has passed the horizon (late data for it can no longer be counted)."""
+        return window + self.window_s + self.horizon_s <= self.watermark
+
+    def apply_change(self, request_id: str, before: Entry | None, after: Entry) -> None:
+        """Move the accumulators from ``effects(before)`` to ``effects(after)`` and index the entry."""
+        self._apply_effects(effects(before, self.window_s) if before else {}, effects(after, self.window_s))
+        expiry = expires_at(after, self.horizon_s)
+        if expiry is not None and (before is None or expires_at(before, self.horizon_s) != expiry):
+            heapq.heappush(self._expiries, (expiry, request_id))
+        if before is None:
+            heapq.heappush(self._settle, (settles_at(after, self.window_s, self.horizon_s), request_id))
+        else:
+            settle = settles_at(after, self.window_s, self.horizon_s)
+            if settle != settles_at(before, self.window_s, self.horizon_s):
+                heapq.heappush(self._settle, (settle, request_id))
+
+    def apply_invalid(self, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
+        self._apply_effects(invalid_effects(before) if before else {}, invalid_effects(after))
+
+    def _apply_effects(self, before: Effects, after: Effects) -> None:
+        added, counters = effect_delta(before, after)
+        for key, value in added:
+            kind, model, version, window = key[:4]
+            acc = self._acc((model, version, window))
+            if kind == "pred":
+                acc.add_prediction(value[0], value[1])
+            else:
+                task, prediction, label, scores, delay = value
+                acc.add_outcome(task, prediction, label, scores, delay)
+        for key, n in counters:
+            model, version, window, name = key[1:]
+            self._acc((model, version, window)).add_counter(name, n)
+
+    def _acc(self, key: WindowKey) -> WindowAccumulator:
+        acc = self.accs.get(key)
+        if acc is None:
+            acc = self.accs[key] = WindowAccumulator()
+        self.dirty.add(key)
+        return acc
+
+    # -- timers (driven by tick events) -------------------------------------------------------------
+
+    def tick(self, wall: float) -> None:
+        """Advance event time with the clock while the partition is idle, so quiet windows close."""
+        last_tick, self._last_tick_wall = self._last_tick_wall, wall
+        if self._last_input_wall is None:
+            self._last_input_wall = wall
+        if last_tick is not None and wall - self._last_input_wall >= self.idle_advance_s and self.watermark > float("-inf"):
+            self.watermark += max(0.0, wall - last_tick)
+
+    def due_expiries(self) -> list[str]:
+        """Request ids whose pending entry may have expired (the caller re-checks the stored entry)."""
+        due = []
+        while self._expiries and self._expiries[0][0] <= self.watermark:
+            due.append(heapq.heappop(self._expiries)[1])
+        return due
+
+    def due_settlements(self) -> list[str]:
+        """Request ids whose every window is final: the caller deletes them once the finals are sent."""
+        due = []
+        while self._settle and self._settle[0][0] <= self.watermark:
+            due.append(heapq.heappop(self._settle)[1])
+        return due
+
+    def flush(self) -> list[Snapshot]:
+        """Snapshots of every changed window; windows past the horizon go out once as final and are dropped."""
+        keys = self.dirty | {key for key in self.accs if self.is_final(key[2])}
+        self.dirty = set()
+        out = []
+        for key in sorted(keys, key=_sort_key):
+            acc = self.accs.get(key)
+            if acc is None:
+                continue
+            final = self.is_final(key[2])
+            self._seq += 1
+            out.append(Snapshot(self.partition, self.epoch, self._seq, key[0], key[1], key[2], final, acc))
+            if final:
+                del self.accs[key]
+        return out
+
+    def window_of(self, ts: float) -> float:
+        return window_start(ts, self.window_s)
+
+
+def _sort_key(key: WindowKey) -> tuple:
+    return (key[2], key[0], key[1] or "")

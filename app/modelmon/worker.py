@@ -1,0 +1,379 @@
+"""The Faust worker: agents that only move data between Kafka and the pure core.
+
+Stage 1 (partitioned like the inputs, by request_id) consumes predictions, ground-truth and an internal
+tick topic; the join table holds one entry per request (see join.py) and is the only durable stage-1
+state. Per-partition window accumulators live in memory (partition.py) and are rebuilt from the table
+after every rebalance. Each tick expires pending joins, sends changed windows to the internal partials
+topic (key = model) and a watermark heartbeat to every partials partition.
+
+Stage 2 (partitioned by model) keeps the latest snapshot per source partition in the windows table
+(rollup.py), publishes changed windows to model-metrics on a timer, and the final revision once every
+input partition's watermark has passed the window's end plus the join horizon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import faust
+import orjson
+from faust.types import EventT
+
+from . import join, rollup
+from .partition import PartitionState, invalid_record_key, tally_key
+from .schemas import InvalidEvent, decode_ground_truth, decode_prediction
+from .settings import Settings
+from .topics import topic_name
+
+log = logging.getLogger("modelmon.worker")
+
+MAX_DEAD_LETTER_PAYLOAD = 8192
+
+
+def ticks_topic_name(settings: Settings) -> str:
+    return f"{settings.topic_prefix}{settings.app_id}-ticks"
+
+
+def partials_topic_name(settings: Settings) -> str:
+    return f"{settings.topic_prefix}{settings.app_id}-partials"
+
+
+def dead_letter_record(
+    reason: str, field: str | None, message: str, topic: str, partition: int, offset: int,
+    timestamp_ms: int | None, key: bytes | None, payload: bytes | None,
+) -> dict[str, Any]:
+    """A dead-letter event (schemas/dead-letter.schema.json): reason, where it came from, the bytes."""
+    raw = payload or b""
+    clipped = raw[:MAX_DEAD_LETTER_PAYLOAD]
+    try:
+        text, encoding = clipped.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(clipped).decode("ascii"), "base64"
+    return {
+        "reason": reason,
+        "field": field,
+        "message": message,
+        "source": {"topic": topic, "partition": partition, "offset": offset, "timestamp_ms": timestamp_ms},
+        "key": key.decode("utf-8", "replace") if key is not None else None,
+        "payload": text,
+        "payload_encoding": encoding,
+        "payload_truncated": len(raw) > len(clipped),
+        "payload_size": len(raw),
+        "ts": rollup.rfc3339(time.time()),
+    }
+
+
+class Worker:
+    """Builds the Faust app and its agents for one Settings."""
+
+    def __init__(self, settings: Settings, input_partitions: int) -> None:
+        self.s = settings
+        self.n_inputs = input_partitions
+        self.app = faust.App(
+            settings.app_id,
+            broker=f"kafka://{settings.bootstrap}",
+            store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+            datadir=str(settings.worker_dir),
+            web_host=settings.web_host,
+            web_port=settings.web_port,
+            web_bind=settings.web_host,
+            topic_partitions=input_partitions,
+            topic_replication_factor=settings.replication_factor,
+            table_standby_replicas=0,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            broker_commit_every=2000,
+            broker_commit_interval=1.0,
+            stream_wait_empty=False,
+        )
+        app = self.app
+        self.pred_name = topic_name(settings, "predictions")
+        self.gt_name = topic_name(settings, "ground-truth")
+        self.ticks_name = ticks_topic_name(settings)
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.inputs = app.topic(self.pred_name, self.gt_name, self.ticks_name, **raw)
+        self.ticks = app.topic(self.ticks_name, partitions=input_partitions, internal=True, **raw)
+        self.partials = app.topic(
+            partials_topic_name(settings), partitions=settings.output_partitions, internal=True, **raw
+        )
+        self.metrics_topic = app.topic(topic_name(settings, "model-metrics"), **raw)
+        self.dead_letter = app.topic(topic_name(settings, "dead-letter"), **raw)
+        self.joins = app.Table("join", partitions=input_partitions, **raw)
+        self.windows = app.Table("windows", partitions=settings.output_partitions, **raw)
+
+        self.parts: dict[int, PartitionState] = {}
+        self.stale = True  # set on rebalance: stage-1 memory is rebuilt from the join table
+        self.watermarks: dict[int, dict[int, float]] = defaultdict(dict)  # stage-2 partition -> input p -> wm
+        # stage-2 partition -> {window key: (window start, finalized)}: finalization scans this, not the table
+        self.window_index: dict[int, dict[bytes, tuple[float, bool]]] = defaultdict(dict)
+        self.stage2_stale = True
+        self.dirty_windows: set[bytes] = set()
+        self.counts: dict[str, int] = defaultdict(int)
+
+        app.agent(self.inputs, name="modelmon.stage1")(self.stage1)
+        app.agent(self.partials, name="modelmon.stage2")(self.stage2)
+        app.timer(settings.tick_interval_s)(self.send_ticks)
+        app.timer(settings.emit_interval_s)(self.emit_metrics)
+        app.on_partitions_assigned.connect(self._on_rebalance)
+        app.on_partitions_revoked.connect(self._on_rebalance)
+
+    async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
+        self.stale = True
+        self.stage2_stale = True
+
+    # -- stage 1 -------------------------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        """Fold the join table into fresh per-partition state for the partitions we own now."""
+        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.pred_name}
+        epoch = time.time_ns() // 1_000_000
+        self.parts = {
+            p: PartitionState(p, self.s.window_s, self.s.join_horizon_s, epoch, self.s.idle_advance_s) for p in owned
+        }
+        grouped: dict[int, list[tuple[str, dict]]] = defaultdict(list)
+        invalid: dict[int, dict] = {}
+        for key, raw in self.joins.items():
+            value = orjson.loads(raw)
+            if key.startswith(b"__invalid__|"):
+                p = int(key.split(b"|")[1])
+                invalid[p] = value
+            else:
+                grouped[value["p"]].append((key, value))
+        for p, state in self.parts.items():
+            n = state.rebuild(grouped.get(p, ()), invalid.get(p))
+            log.info("stage 1 partition %d rebuilt from %d join entries", p, n)
+        self.stale = False
+
+    def _state(self, partition: int) -> PartitionState:
+        if self.stale:
+            self._rebuild()
+        state = self.parts.get(partition)
+        if state is None:  # assigned after the last rebuild without a rebalance signal
+            self._rebuild()
+            state = self.parts[partition]
+        return state
+
+    async def stage1(self, stream: Any) -> None:
+        async for event in stream.events():
+            await self.on_input(event)
+
+    async def on_input(self, event: EventT) -> None:
+        msg = event.message
+        state = self._state(msg.partition)
+        if msg.topic == self.ticks_name:
+            await self.on_tick(state, orjson.loads(msg.value)["wall"])
+            return
+        is_pred = msg.topic == self.pred_name
+        try:
+            if msg.key is None:
+                raise InvalidEvent("null_key", None, "record key is null: the key must be the request_id")
+            if is_pred:
+                parsed = decode_prediction(msg.value, self.s.max_payload_bytes)
+            else:
+                parsed = decode_ground_truth(msg.value, self.s.max_payload_bytes)
+            if parsed.request_id.encode() != msg.key:
+                raise InvalidEvent("key_mismatch", "request_id", "request_id differs from the record key")
+        except InvalidEvent as exc:
+            await self.reject(state, msg, exc.reason, exc.field, exc.message, _model_hint(msg.value))
+            return
+        ts = parsed.ts if parsed.ts is not None else msg.timestamp
+        state.observe(ts, time.time())
+        before = self._get(msg.key)
+        if is_pred:
+            outcome = join.apply_prediction(before, parsed, ts, msg.offset, msg.partition, self.s.window_s)
+        else:
+            outcome = join.apply_label(before, parsed, ts, msg.offset, msg.partition)
+        self.counts[outcome.verdict] += 1
+        if outcome.entry is None:
+            return
+        if state.is_final(join.owner(outcome.entry, self.s.window_s)[2]):
+            await self.reject(
+                state, msg, "too_late", "ts",
+                f"event time {ts} belongs to a window that closed after the join horizon",
+                getattr(parsed, "model", None),
+            )
+            return
+        state.apply_change(msg.key, before, outcome.entry)
+        self.joins[msg.key] = orjson.dumps(outcome.entry)
+
+    def _get(self, key: bytes) -> dict | None:
+        raw = self.joins.get(key)
+        return orjson.loads(raw) if raw is not None else None
+
+    async def reject(
+        self, state: PartitionState, msg: Any, reason: str, field: str | None, message: str, model: str | None
+    ) -> None:
+        """Dead-letter an input and count it (in the invalid tally of its partition)."""
+        key = invalid_record_key(msg.partition).encode()
+        before = self._get(key)
+        topic_tag = join.PRED_TOPIC if msg.topic == self.pred_name else join.GT_TOPIC
+        if before is not None and before["o"].get(topic_tag, -1) >= msg.offset:
+            return  # a replay of an input already counted and dead-lettered
+        after = {"o": dict(before["o"]) if before else {}, "c": dict(before["c"]) if before else {}}
+        after["o"][topic_tag] = msg.offset
+        window = state.window_of(msg.timestamp)
+        if not state.is_final(window):
+            tkey = tally_key(model or join.UNKNOWN_MODEL, window, reason)
+            after["c"][tkey] = after["c"].get(tkey, 0) + 1
+        state.apply_invalid(before, after)
+        self.joins[key] = orjson.dumps(after)
+        self.counts[f"invalid:{reason}"] += 1
+        record = dead_letter_record(
+            reason, field, message, msg.topic, msg.partition, msg.offset,
+            int(msg.timestamp * 1000) if msg.timestamp else None, msg.key, msg.value,
+        )
+        await self.dead_letter.send(key=msg.key, value=orjson.dumps(record))
+
+    async def on_tick(self, state: PartitionState, wall: float) -> None:
+        state.tick(wall)
+        for request_id in state.due_expiries():
+            entry = self._get(request_id)
+            if entry is None:
+                continue
+            expiry = join.expires_at(entry, self.s.join_horizon_s)
+            if expiry is not None and expiry <= state.watermark:
+                expired = join.expire(entry)
+                state.apply_change(request_id, entry, expired)
+                self.joins[request_id] = orjson.dumps(expired)
+        settled = state.due_settlements()
+        sends = [
+            await self.partials.send(key=snap.model.encode(), value=orjson.dumps(snap.to_dict()))
+            for snap in state.flush()
+        ]
+        heartbeat = orjson.dumps({"hb": state.partition, "wm": state.watermark, "n": self.n_inputs})
+        for q in range(self.s.output_partitions):
+            sends.append(await self.partials.send(key=None, value=heartbeat, partition=q))
+        if settled:
+            # Delete settled entries only once their final snapshots are acknowledged: until then a crash
+            # must still be able to rebuild those windows from the table.
+            await asyncio.gather(*sends)
+            for request_id in settled:
+                entry = self._get(request_id)
+                if entry is not None and join.settles_at(entry, self.s.window_s, self.s.join_horizon_s) <= state.watermark:
+                    del self.joins[request_id]
+
+    async def send_ticks(self) -> None:
+        wall = orjson.dumps({"wall": time.time()})
+        for tp in self.app.consumer.assignment():
+            if tp.topic == self.ticks_name:
+                await self.ticks.send(value=wall, partition=tp.partition)
+
+    # -- stage 2 -------------------------------------------------------------------------------------
+
+    def _rebuild_stage2(self) -> None:
+        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.partials.get_topic_name()}
+        self.window_index = defaultdict(dict)
+        for key, raw in self.windows.items():
+            value = orjson.loads(raw)
+            q = value.get("q")
+            if q in owned:
+                self.window_index[q][key] = (value["w"], value["fin"])
+                if not value["fin"]:
+                    self.dirty_windows.add(key)
+        self.stage2_stale = False
+
+    async def stage2(self, stream: Any) -> None:
+        async for event in stream.events():
+            await self.on_partial(event)
+
+    async def on_partial(self, event: EventT) -> None:
+        if self.stage2_stale:
+            self._rebuild_stage2()
+        msg = event.message
+        q = msg.partition
+        body = orjson.loads(msg.value)
+        if "hb" in body:
+            self.watermarks[q][body["hb"]] = body["wm"]
+            await self.finalize_due(q, body["n"])
+            return
+        key = rollup.window_key(body["m"], body["v"], body["w"])
+        raw = self.windows.get(key)
+        current = orjson.loads(raw) if raw is not None else None
+        updated = rollup.apply_snapshot(current, body)
+        if updated is None:
+            self.counts["stage2:ignored_snapshots"] += 1
+            return
+        updated["q"] = q
+        self.windows[key] = orjson.dumps(updated)
+        self.window_index[q][key] = (updated["w"], False)
+        self.dirty_windows.add(key)
+
+    async def finalize_due(self, q: int, partitions: int) -> None:
+        wms = self.watermarks[q]
+        if len(wms) < partitions:
+            return  # not every input partition has reported yet
+        low = min(wms.values())
+        span = self.s.window_s + self.s.join_horizon_s
+        index = self.window_index[q]
+        for key, (window, fin) in sorted(index.items(), key=lambda kv: kv[1][0]):
+            if window + span > low:
+                break
+            if fin:
+                if window + span + self.s.join_horizon_s <= low:
+                    del self.windows[key]  # the tombstone outlived any replay that could still arrive
+                    del index[key]
+                continue
+            raw = self.windows.get(key)
+            if raw is None:
+                del index[key]
+                continue
+            value = orjson.loads(raw)
+            metric = rollup.metric_event(value, self.s.window_s, time.time(), final=True)
+            await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
+            tomb = rollup.finalize(value)
+            tomb["q"] = q
+            self.windows[key] = orjson.dumps(tomb)
+            index[key] = (window, True)
+            self.dirty_windows.discard(key)
+            self.counts["stage2:final_windows"] += 1
+
+    async def emit_metrics(self) -> None:
+        if not self.dirty_windows:
+            return
+        keys, self.dirty_windows = self.dirty_windows, set()
+        now = time.time()
+        for key in sorted(keys):
+            raw = self.windows.get(key)
+            if raw is None:
+                continue
+            value = orjson.loads(raw)
+            if value["fin"]:
+                continue
+            metric = rollup.metric_event(value, self.s.window_s, now)
+            await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
+
+
+def _model_hint(raw: bytes | None) -> str | None:
+    """The model named by an invalid event, when it can be read, so its count lands on that model."""
+    if not raw:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    model = obj.get("model") if isinstance(obj, dict) else None
+    if isinstance(model, str) and 0 < len(model) <= 128 and all(c.isalnum() or c in "._-" for c in model):
+        return model
+    return None
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> int:
+    """Check the topics, then run the Faust worker until it is stopped (Ctrl-C / SIGTERM)."""
+    from .kafka_clients import wait_for_cluster
+    from .topics import check_copartitioned, ensure_internal_topics
+
+    wait_for_cluster(settings, timeout_s=30)
+    partitions = check_copartitioned(settings)
+    ensure_internal_topics(
+        settings, {ticks_topic_name(settings): partitions, partials_topic_name(settings): settings.output_partitions}
+    )
+    settings.worker_dir.mkdir(parents=True, exist_ok=True)
+    worker = Worker(settings, partitions)
+    faust_worker = faust.Worker(worker.app, loglevel=loglevel, quiet=True)
+    faust_worker.execute_from_commandline()
+    return 0

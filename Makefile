@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv demo test test-unit test-integration lint format broker-start broker-stop clean
+.PHONY: all venv system-deps demo test test-unit test-integration lint format broker-start broker-stop clean
 
 all: test
 
@@ -16,16 +16,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian packages the tests use: kcat (an independent Kafka client). Java 17 and Maven must already exist.
+system-deps:
+	@command -v java >/dev/null || { echo "make: Java 17+ is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "make: Maven is required (apt-get install maven)"; exit 1; }
+	@command -v kcat >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq kcat >/dev/null; }
+
 demo: $(STAMP)
 	$(PY) -m modelmon.demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest tests
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) system-deps
 	$(PY) -m pytest tests/integration
 
 lint: $(STAMP)

@@ -103,8 +103,8 @@ class Worker:
         )
         self.metrics_topic = app.topic(topic_name(settings, "model-metrics"), **raw)
         self.dead_letter = app.topic(topic_name(settings, "dead-letter"), **raw)
-        self.joins = app.Table("join", partitions=input_partitions, **raw)
-        self.windows = app.Table("windows", partitions=settings.output_partitions, **raw)
+        self.joins = app.Table("join", partitions=input_partitions, key_type=bytes, value_type=bytes)
+        self.windows = app.Table("windows", partitions=settings.output_partitions, key_type=bytes, value_type=bytes)
 
         self.parts: dict[int, PartitionState] = {}
         self.stale = True  # set on rebalance: stage-1 memory is rebuilt from the join table
@@ -245,7 +245,8 @@ class Worker:
             await self.partials.send(key=snap.model.encode(), value=orjson.dumps(snap.to_dict()))
             for snap in state.flush()
         ]
-        heartbeat = orjson.dumps({"hb": state.partition, "wm": state.watermark, "n": self.n_inputs})
+        wm = state.watermark if state.watermark > float("-inf") else None
+        heartbeat = orjson.dumps({"hb": state.partition, "wm": wm, "n": self.n_inputs})
         for q in range(self.s.output_partitions):
             sends.append(await self.partials.send(key=None, value=heartbeat, partition=q))
         if settled:
@@ -288,7 +289,8 @@ class Worker:
         q = msg.partition
         body = orjson.loads(msg.value)
         if "hb" in body:
-            self.watermarks[q][body["hb"]] = body["wm"]
+            # A partition that has seen no event yet reports null: it holds every window open.
+            self.watermarks[q][body["hb"]] = body["wm"] if body["wm"] is not None else float("-inf")
             await self.finalize_due(q, body["n"])
             return
         key = rollup.window_key(body["m"], body["v"], body["w"])

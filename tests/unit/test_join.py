@@ -209,7 +209,8 @@ def test_expiry_counts_unmatched_predictions_and_orphan_labels():
     apply(table, state, ("g", 2, "lonely", label("lonely", "a", 1700.0)))
     assert table["lonely"]["ll"] == 1
     assert state.accs[("m1", "v1", 960.0)].counters["late_labels"] == 1
-    assert state.accs[("m1", "v1", 960.0)].labelled == 1  # only "pair"
+    assert state.accs[("m1", "v1", 960.0)].labelled == 0
+    assert state.accs[("m1", "v1", 1020.0)].labelled == 1  # "pair"
 
 
 def test_relabel_keeps_the_first_label():

@@ -62,9 +62,14 @@ class Outcome:
 
 
 def apply_prediction(
-    entry: Entry | None, pred: Prediction, ts: float, offset: int, partition: int, window_size_s: float
+    entry: Entry | None, pred: Prediction, ts: float, offset: int, partition: int, window_size_s: float,
+    horizon_s: float,
 ) -> Outcome:
-    """Absorb a prediction event (``ts`` already resolved: event time or Kafka timestamp)."""
+    """Absorb a prediction event (``ts`` already resolved: event time or Kafka timestamp).
+
+    A prediction and a label join only when their event times are within the horizon of each other, so
+    the outcome does not depend on when the worker happened to process them.
+    """
     if entry is not None and entry["o"].get(PRED_TOPIC, -1) >= offset:
         return Outcome(None, "replay")
     new: Entry = dict(entry) if entry is not None else {"p": partition, "o": {}}
@@ -78,20 +83,25 @@ def apply_prediction(
     )
     if pred.scores is not None:
         new["s"] = pred.scores
-    if new.get("x") == "o":  # its label already expired as an orphan: no join, the prediction is unmatched
+    if new.get("x") == "o" or ("l" in new and new["lt"] - ts > horizon_s):
+        new["x"] = "o"  # the label expired as an orphan (or is too far away): no join, prediction unmatched
         return Outcome(new, "late_prediction")
     if "l" in new:
         return Outcome(new, "joined")
     return Outcome(new, "new_prediction")
 
 
-def apply_label(entry: Entry | None, gt: GroundTruth, ts: float, offset: int, partition: int) -> Outcome:
+def apply_label(
+    entry: Entry | None, gt: GroundTruth, ts: float, offset: int, partition: int, horizon_s: float
+) -> Outcome:
     """Absorb a ground-truth event."""
     if entry is not None and entry["o"].get(GT_TOPIC, -1) >= offset:
         return Outcome(None, "replay")
     new: Entry = dict(entry) if entry is not None else {"p": partition, "o": {}}
     new["o"] = {**new["o"], GT_TOPIC: offset}
     label = canonical_label(gt.label)
+    if "pt" in new and "l" not in new and ts - new["pt"] > horizon_s:
+        new["x"] = "u"  # beyond the horizon: the prediction is unmatched, whatever the processing order
     if new.get("x") == "u":  # the prediction already expired unmatched: too late to join
         new["ll"] = new.get("ll", 0) + 1
         return Outcome(new, "late_label")

@@ -185,9 +185,11 @@ class Worker:
         state.observe(ts, time.time())
         before = self._get(msg.key)
         if is_pred:
-            outcome = join.apply_prediction(before, parsed, ts, msg.offset, msg.partition, self.s.window_s)
+            outcome = join.apply_prediction(
+                before, parsed, ts, msg.offset, msg.partition, self.s.window_s, self.s.join_horizon_s
+            )
         else:
-            outcome = join.apply_label(before, parsed, ts, msg.offset, msg.partition)
+            outcome = join.apply_label(before, parsed, ts, msg.offset, msg.partition, self.s.join_horizon_s)
         self.counts[outcome.verdict] += 1
         if outcome.entry is None:
             return

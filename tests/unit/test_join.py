@@ -60,9 +60,9 @@ def apply(table: dict, state: PartitionState | None, event) -> None:
     topic, offset, rid, payload = event
     before = table.get(rid)
     if topic == "p":
-        outcome = join.apply_prediction(before, payload, payload.ts, offset, 0, WINDOW)
+        outcome = join.apply_prediction(before, payload, payload.ts, offset, 0, WINDOW, HORIZON)
     else:
-        outcome = join.apply_label(before, payload, payload.ts, offset, 0)
+        outcome = join.apply_label(before, payload, payload.ts, offset, 0, HORIZON)
     if outcome.entry is not None:
         if state is not None:
             state.apply_change(rid, before, outcome.entry)

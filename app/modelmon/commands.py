@@ -88,3 +88,57 @@ def worker_command(args: argparse.Namespace, settings: Settings) -> int:
         if value is not None:
             changes[attr] = value
     return run_worker(settings.with_(**changes) if changes else settings, loglevel=args.loglevel)
+
+
+class _KafkaSink:
+    """Sends simulator events through the SDK's producer (murmur2, idempotent) without re-validating."""
+
+    def __init__(self, settings: Settings) -> None:
+        from .client import MonitorClient
+
+        self.client = MonitorClient(settings, validate=False)
+
+    def send(self, event) -> None:
+        self.client.send_raw(event.topic, event.key, event.value())
+
+    def flush(self) -> None:
+        self.client.flush()
+
+
+def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from .cli import UsageError
+    from .simulate import LabelDelay, SimConfig, parse_incident, run
+
+    try:
+        incidents = tuple(parse_incident(text) for text in args.incident)
+        cfg = SimConfig(
+            models=args.models, rate=args.rate, count=args.count, duration_s=args.duration,
+            label_fraction=args.label_fraction,
+            label_delay=LabelDelay(median_s=args.label_delay, early_fraction=args.early_label_fraction),
+            duplicate_fraction=args.duplicate_fraction, relabel_fraction=args.relabel_fraction,
+            invalid_fraction=args.invalid_fraction, error_fraction=args.error_fraction,
+            incidents=incidents, seed=args.seed, speed=args.speed,
+        ).resolved()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    sink = _KafkaSink(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def progress(p) -> None:
+        if not args.quiet:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(p.by_kind.items()))
+            print(f"sent {p.sent} ({kinds}) at {p.rate:,.0f} events/s, event time +{p.sim_offset_s:,.0f} s",
+                  flush=True)
+
+    if not args.quiet:
+        print(f"Simulating {args.models} model(s) into {settings.bootstrap} (seed {cfg.seed}); Ctrl-C stops.",
+              flush=True)
+    stats = run(cfg, sink, realtime=not args.no_realtime, progress=progress, stop=stop)
+    print(f"done: {stats.sent} events ({stats.predictions} predictions, {stats.ground_truth} labels, "
+          f"{stats.invalid} invalid) in {stats.elapsed_s:.1f} s; seed {stats.seed}", flush=True)
+    return 0

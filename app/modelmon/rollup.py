@@ -62,9 +62,17 @@ def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def metric_event(value: WindowValue, window_s: float, emitted_at: float, *, final: bool = False) -> dict[str, Any]:
-    """The model-metrics event for a window value (schemas/model-metrics.schema.json)."""
-    body = summarize(merged(value), window_s)
+def metric_event(
+    value: WindowValue, window_s: float, emitted_at: float, *, final: bool = False
+) -> dict[str, Any] | None:
+    """The model-metrics event for a window value (schemas/model-metrics.schema.json).
+
+    None when the window holds nothing (e.g. a duplicate label's count moved to its prediction's window).
+    """
+    acc = merged(value)
+    if acc.is_empty():
+        return None
+    body = summarize(acc, window_s)
     start = value["w"]
     return {
         "model": value["m"],

@@ -194,10 +194,11 @@ class Worker:
         if outcome.entry is None:
             return
         if state.is_final(join.owner(outcome.entry, self.s.window_s)[2]):
+            # Its window was already published as final: the event is kept in dead-letter, not counted.
             await self.reject(
                 state, msg, "too_late", "ts",
                 f"event time {ts} belongs to a window that closed after the join horizon",
-                getattr(parsed, "model", None),
+                None, count=False,
             )
             return
         state.apply_change(msg.key, before, outcome.entry)
@@ -208,9 +209,10 @@ class Worker:
         return orjson.loads(raw) if raw is not None else None
 
     async def reject(
-        self, state: PartitionState, msg: Any, reason: str, field: str | None, message: str, model: str | None
+        self, state: PartitionState, msg: Any, reason: str, field: str | None, message: str, model: str | None,
+        *, count: bool = True,
     ) -> None:
-        """Dead-letter an input and count it (in the invalid tally of its partition)."""
+        """Dead-letter an input and count it in the window of its arrival (the partition's invalid tally)."""
         key = invalid_record_key(msg.partition).encode()
         before = self._get(key)
         topic_tag = join.PRED_TOPIC if msg.topic == self.pred_name else join.GT_TOPIC
@@ -219,7 +221,7 @@ class Worker:
         after = {"o": dict(before["o"]) if before else {}, "c": dict(before["c"]) if before else {}}
         after["o"][topic_tag] = msg.offset
         window = state.window_of(msg.timestamp)
-        if not state.is_final(window):
+        if count and not state.is_final(window):
             tkey = tally_key(model or join.UNKNOWN_MODEL, window, reason)
             after["c"][tkey] = after["c"].get(tkey, 0) + 1
         state.apply_invalid(before, after)
@@ -328,7 +330,8 @@ class Worker:
                 continue
             value = orjson.loads(raw)
             metric = rollup.metric_event(value, self.s.window_s, time.time(), final=True)
-            await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
+            if metric is not None:
+                await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
             tomb = rollup.finalize(value)
             tomb["q"] = q
             self.windows[key] = orjson.dumps(tomb)
@@ -349,7 +352,8 @@ class Worker:
             if value["fin"]:
                 continue
             metric = rollup.metric_event(value, self.s.window_s, now)
-            await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
+            if metric is not None:
+                await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
 
 
 def _model_hint(raw: bytes | None) -> str | None:

@@ -1,0 +1,103 @@
+"""The worker against the real broker: final metric events equal the offline oracle, exactly.
+
+One worker; two workers on 8 partitions; two workers with one killed (-9) mid-stream; one worker killed
+(-9) and restarted mid-stream on its rocksdict store. Every run must give the oracle's numbers: nothing
+lost, nothing counted twice, and dead-letter holding exactly the invalid (or too late) inputs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from modelmon.schemas import validate_output
+from modelmon.topics import create_topics
+
+from .streamcheck import (
+    WorkerProcess,
+    check_window,
+    collect_dead_letters,
+    collect_finals,
+    make_stream,
+    oracle,
+    produce,
+    stream_settings,
+    wait_for_lag_zero,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _verify(settings, stream, workers) -> None:
+    expected, dead = oracle(settings, stream)
+    finals = collect_finals(settings, set(expected))
+    logs = "\n".join(w.log_tail() for w in workers)
+    missing = set(expected) - set(finals)
+    assert not missing, f"no final metric event for {sorted(missing)[:5]}\n{logs}"
+    extra = set(finals) - set(expected)
+    assert not extra, f"final events for windows the oracle does not know: {sorted(extra)[:5]}"
+    errors = []
+    for key, facts in expected.items():
+        validate_output("model-metrics", finals[key])
+        errors += check_window(key, facts, finals[key])
+    assert not errors, "\n".join(errors[:30])
+    letters = collect_dead_letters(settings, len(dead))
+    for letter in letters:
+        validate_output("dead-letter", letter)
+    got = [(d["source"]["topic"].rsplit(".", 1)[-1], d["key"].encode() if d["key"] else None, d["reason"])
+           for d in letters]
+    assert len(got) == len(set(got)), "a dead letter was written twice"
+    assert set(got) == dead
+
+
+def _run(settings, stream, workers, *, kill_at=None, restart=None):
+    """Produce the stream; optionally kill -9 a worker half way and restart one."""
+    half = len(stream.events) // 2
+    produce(settings, stream.events[:half])
+    if kill_at is not None:
+        time.sleep(kill_at)
+        workers[-1].kill9()
+        if restart is not None:
+            restart.start()
+    produce(settings, stream.events[half:])
+    wait_for_lag_zero(settings)
+    produce(settings, [("g", lab) for lab in stream.late_labels])
+
+
+@pytest.fixture
+def stream_env(settings, tmp_path):
+    s = stream_settings(settings, home=str(tmp_path))
+    create_topics(s)
+    workers: list[WorkerProcess] = []
+    yield s, workers, tmp_path
+    for w in workers:
+        w.stop()
+
+
+def test_one_worker_matches_the_oracle(stream_env):
+    settings, workers, tmp = stream_env
+    workers.append(WorkerProcess(settings.with_(store="memory"), "w1", tmp).start())
+    stream = make_stream(seed=1)
+    _run(settings, stream, workers)
+    _verify(settings, stream, workers)
+
+
+def test_two_workers_match_the_oracle_and_survive_kill9(stream_env):
+    settings, workers, tmp = stream_env
+    mem = settings.with_(store="memory")
+    workers.append(WorkerProcess(mem, "w1", tmp).start())
+    workers.append(WorkerProcess(mem, "w2", tmp).start())
+    stream = make_stream(seed=2)
+    _run(settings, stream, workers, kill_at=4.0)
+    _verify(settings, stream, workers)
+
+
+def test_single_worker_kill9_and_restart_on_rocksdb(stream_env):
+    settings, workers, tmp = stream_env
+    rocks = settings.with_(store="rocksdb")
+    first = WorkerProcess(rocks, "solo", tmp).start()
+    workers.append(first)
+    stream = make_stream(seed=3)
+    _run(settings, stream, workers, kill_at=6.0, restart=first)
+    _verify(settings, stream, workers)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from modelmon.broker import LocalBroker
-from modelmon.settings import Settings
+from modelmon.settings import ENV_VARS, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_HOME = ROOT / ".modelmon-test"
@@ -51,16 +51,9 @@ def settings(kafka: Settings) -> Settings:
 
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment for a `modelmon` subprocess that sees the same cluster and prefix."""
-    env = dict(os.environ)
-    env.update(
-        MODELMON_HOME=settings.home,
-        MODELMON_BROKER_PORT=str(settings.broker_port),
-        MODELMON_CONTROLLER_PORT=str(settings.controller_port),
-        MODELMON_CACHE_DIR=settings.cache_dir,
-        MODELMON_TOPIC_PREFIX=settings.topic_prefix,
-        MODELMON_APP_ID=settings.app_id,
-        MODELMON_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-    )
+    """Environment for a `modelmon` subprocess with exactly these settings (every MODELMON_* variable)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
+    for var in ENV_VARS:
+        env[var.name] = str(getattr(settings, var.attr))
     env.update(extra)
     return env

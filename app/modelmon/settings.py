@@ -135,6 +135,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "How often each input partition is ticked (expiry, flushes)."),
     EnvVar("MODELMON_IDLE_ADVANCE_S", "idle_advance_s", "30", _positive_float,
            "After this many wall seconds without input, a partition's event time advances with the clock."),
+    EnvVar("MODELMON_SESSION_TIMEOUT_S", "session_timeout_s", "30", _positive_float,
+           "Consumer-group session timeout: how soon the partitions of a dead worker move to the others."),
     EnvVar("MODELMON_KAFKA_SECURITY_PROTOCOL", "security_protocol", "PLAINTEXT", _str,
            "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, passed to every Kafka client."),
     EnvVar("MODELMON_KAFKA_SASL_MECHANISM", "sasl_mechanism", "", _str, "SASL mechanism, e.g. PLAIN or SCRAM-SHA-512."),
@@ -174,6 +176,7 @@ class Settings:
     emit_interval_s: float = 5.0
     tick_interval_s: float = 1.0
     idle_advance_s: float = 30.0
+    session_timeout_s: float = 30.0
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_username: str = ""

@@ -86,6 +86,8 @@ class Worker:
             topic_replication_factor=settings.replication_factor,
             table_standby_replicas=0,
             consumer_auto_offset_reset="earliest",
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
             producer_acks=-1,
             broker_commit_every=2000,
             broker_commit_interval=1.0,

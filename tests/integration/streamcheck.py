@@ -45,11 +45,15 @@ WINDOW = 2.0
 HORIZON = 20.0
 CLASSES = ["a", "b", "c"]
 UNKNOWN = "__unknown__"
+LATE_WINDOW = 4.0  # offset from the stream's base of the window whose requests get past-horizon labels
+CLOSER_MODEL = "closer"
 
 
 def stream_settings(settings: Settings, **extra: Any) -> Settings:
-    return settings.with_(window_s=WINDOW, join_horizon_s=HORIZON, idle_advance_s=3.0, emit_interval_s=1.0,
-                          tick_interval_s=0.5, **extra)
+    # Event time advances only with the events (no idle advance), so every verdict is deterministic;
+    # the test closes its windows with one far-future "closer" prediction per partition.
+    return settings.with_(window_s=WINDOW, join_horizon_s=HORIZON, idle_advance_s=3600.0, emit_interval_s=1.0,
+                          tick_interval_s=0.5, session_timeout_s=6.0, **extra)
 
 
 @dataclass
@@ -64,7 +68,7 @@ class Stream:
 
 def make_stream(seed: int, n: int = 1200) -> Stream:
     rng = random.Random(seed)
-    base = math.floor(time.time()) + 1.0
+    base = math.ceil(time.time() / WINDOW) * WINDOW + WINDOW  # a window boundary (see LATE_WINDOW)
     st = Stream(base)
     preds, labels, early = [], [], []
     for i in range(n):
@@ -108,8 +112,10 @@ def make_stream(seed: int, n: int = 1200) -> Stream:
             if rng.random() < 0.03:
                 other = rng.choice([c for c in CLASSES if c != y]) if model == "clf" else y + 1.0
                 labels.append(("g", {"request_id": rid, "label": other, "ts": lt + 0.5}))  # relabel
-        elif roll < 0.83 and "ts" in p:
-            st.late_labels.append({"request_id": rid, "label": y, "ts": pt + HORIZON + 2 * WINDOW + 1})
+        elif roll < 0.83 and "ts" in p and LATE_WINDOW <= pt - base < LATE_WINDOW + 1:
+            # Refused by event time (more than the horizon after the prediction), while the window stays
+            # open: every late label's ts is below LATE_WINDOW + WINDOW + HORIZON, so none closes it.
+            st.late_labels.append({"request_id": rid, "label": y, "ts": pt + HORIZON + 0.5})
     for i in range(8):  # labels whose prediction never comes: orphans
         lab = {"request_id": f"s{seed}-orphan{i}", "label": "a", "ts": round(base + rng.uniform(0, 10), 6)}
         if i % 2 == 0:
@@ -141,6 +147,21 @@ def make_stream(seed: int, n: int = 1200) -> Stream:
     for topic, key, value in invalid:
         st.events.insert(rng.randrange(len(st.events)), ("raw", (topic, key, value)))
     return st
+
+
+def closers(stream: Stream, partitions: int = 8) -> list[tuple[str, Any]]:
+    """One far-future prediction per input partition: moves every partition's event time past the horizon."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    pick = DefaultPartitioner()
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < partitions:
+        rid = f"closer-{i}"
+        found.setdefault(pick(rid.encode(), list(range(partitions)), list(range(partitions))), rid)
+        i += 1
+    ts = stream.base + 1000.0
+    return [("p", {"request_id": rid, "model": CLOSER_MODEL, "prediction": "x", "ts": ts}) for rid in found.values()]
 
 
 def produce(settings: Settings, events: list[tuple[str, Any]]) -> None:
@@ -199,6 +220,7 @@ def oracle(settings: Settings, stream: Stream) -> tuple[dict, set]:
     labels_by_rid: dict[str, list[tuple[dict, float]]] = defaultdict(list)
     dups: dict[str, int] = defaultdict(int)
     dead: set = set()
+    late: dict[str, int] = defaultdict(int)
     invalid_counts: dict[tuple, int] = defaultdict(int)
     for rec in ordered:
         kind = "predictions" if rec.topic == pred_topic else "ground-truth"
@@ -209,13 +231,15 @@ def oracle(settings: Settings, stream: Stream) -> tuple[dict, set]:
             continue
         body = orjson.loads(rec.value)
         rid = body["request_id"]
+        if body.get("model") == CLOSER_MODEL:
+            continue
         if kind == "predictions":
             if rid in first_pred:
                 dups[rid] += 1
             else:
                 first_pred[rid] = (body, body.get("ts", rec.timestamp))
         elif rid in first_pred and body["ts"] - first_pred[rid][1] > HORIZON:
-            dead.add(("ground-truth", rec.key, "too_late"))  # its window closed: dead-lettered, not counted
+            late[rid] += 1  # refused by event time: counted as a late label, the prediction stays unmatched
         else:
             labels_by_rid[rid].append((body, body["ts"]))
     windows: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
@@ -231,6 +255,7 @@ def oracle(settings: Settings, stream: Stream) -> tuple[dict, set]:
         w["predictions"].append(p)
         labs = labels_by_rid.get(rid, [])
         w["counters"]["duplicates"] += dups.get(rid, 0)
+        w["counters"]["late_labels"] += late.get(rid, 0)
         if not labs:
             w["counters"]["unmatched_predictions"] += 1
             continue
@@ -302,13 +327,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
-        env = env_for(
-            self.settings,
-            MODELMON_WINDOW_S=str(self.settings.window_s), MODELMON_JOIN_HORIZON_S=str(self.settings.join_horizon_s),
-            MODELMON_IDLE_ADVANCE_S=str(self.settings.idle_advance_s),
-            MODELMON_EMIT_INTERVAL_S=str(self.settings.emit_interval_s),
-            MODELMON_TICK_INTERVAL_S=str(self.settings.tick_interval_s), MODELMON_STORE=self.settings.store,
-        )
+        env = env_for(self.settings)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelmon.cli", "worker", "--worker-id", self.worker_id, "--web-port",
@@ -450,7 +469,7 @@ def check_window(key: tuple, facts: dict, event: dict) -> list[str]:
         by_reason[reason] += n
     eq("counters.invalid_by_reason", {k: v for k, v in event["counters"]["invalid_by_reason"].items() if v},
        dict(by_reason))
-    for name in ("duplicates", "relabels", "unmatched_predictions", "orphan_labels"):
+    for name in ("duplicates", "relabels", "unmatched_predictions", "orphan_labels", "late_labels"):
         eq(f"counters.{name}", event["counters"][name], counters.get(name, 0))
     eq("labels.labelled", event["labels"]["labelled"], len(outcomes))
     if preds:

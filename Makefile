@@ -24,7 +24,7 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq kcat >/dev/null; }
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(PY) -m modelmon.demo
 
 test: $(STAMP) system-deps
@@ -37,12 +37,12 @@ test-integration: $(STAMP) system-deps
 	$(PY) -m pytest tests/integration
 
 lint: $(STAMP)
-	$(PY) -m ruff check app tests bench
-	$(PY) -m ruff format --check app tests bench
+	$(PY) -m ruff check $(wildcard app tests bench)
+	$(PY) -m ruff format --check $(wildcard app tests bench)
 
 format: $(STAMP)
-	$(PY) -m ruff check --fix app tests bench
-	$(PY) -m ruff format app tests bench
+	$(PY) -m ruff check --fix $(wildcard app tests bench)
+	$(PY) -m ruff format $(wildcard app tests bench)
 
 broker-start: $(STAMP)
 	$(VENV)/bin/modelmon broker start

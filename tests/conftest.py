@@ -37,7 +37,7 @@ def kafka() -> Settings:
     started_here = settings.uses_local_broker and broker.pid() is None
     try:
         broker.start()
-    except Exception as exc:  # noqa: BLE001 - a broker that cannot start fails the run
+    except Exception as exc:
         pytest.fail(f"the local Kafka broker could not start: {exc}", pytrace=False)
     yield settings
     if started_here:

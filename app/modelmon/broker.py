@@ -20,8 +20,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .kafka_clients import KafkaUnavailable, wait_for_cluster
 from .errors import ModelmonError
+from .kafka_clients import KafkaUnavailable, wait_for_cluster
 from .settings import Settings
 
 
@@ -82,8 +82,14 @@ def ensure_jars(settings: Settings, log=print) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="kafka-jars-", dir=jars.parent))
     log(f"Fetching Apache Kafka jars from Maven Central into {jars} (first run only)...")
     cmd = [
-        mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={tmp}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -99,34 +105,36 @@ def ensure_jars(settings: Settings, log=print) -> Path:
 
 def _server_properties(settings: Settings, data_dir: Path) -> str:
     bp, cp = settings.broker_port, settings.controller_port
-    return "\n".join([
-        "# Written by `modelmon broker start`; regenerated on every start.",
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{cp}",
-        f"listeners=PLAINTEXT://127.0.0.1:{bp},CONTROLLER://127.0.0.1:{cp}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{bp}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        f"log.dirs={data_dir}",
-        "num.partitions=1",
-        "default.replication.factor=1",
-        "min.insync.replicas=1",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "transaction.state.log.num.partitions=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "log.cleaner.dedupe.buffer.size=2097152",
-        "auto.create.topics.enable=false",
-        "log.retention.hours=168",
-        "message.max.bytes=2097152",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Written by `modelmon broker start`; regenerated on every start.",
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{cp}",
+            f"listeners=PLAINTEXT://127.0.0.1:{bp},CONTROLLER://127.0.0.1:{cp}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{bp}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={data_dir}",
+            "num.partitions=1",
+            "default.replication.factor=1",
+            "min.insync.replicas=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "log.cleaner.dedupe.buffer.size=2097152",
+            "auto.create.topics.enable=false",
+            "log.retention.hours=168",
+            "message.max.bytes=2097152",
+            "",
+        ]
+    )
 
 
 _LOG4J2 = """\
@@ -174,7 +182,9 @@ class LocalBroker:
         if not s.uses_local_broker:
             try:
                 brokers = wait_for_cluster(s, timeout_s=5)
-                return BrokerStatus(True, None, s.bootstrap, True, f"external cluster, {len(brokers)} broker(s)")
+                return BrokerStatus(
+                    True, None, s.bootstrap, True, f"external cluster, {len(brokers)} broker(s)"
+                )
             except KafkaUnavailable as exc:
                 return BrokerStatus(False, None, s.bootstrap, True, str(exc))
         pid = self.pid()
@@ -209,16 +219,24 @@ class LocalBroker:
             try:
                 wait_for_cluster(s, timeout_s=s.broker_start_timeout)
             except KafkaUnavailable as exc:
-                raise BrokerError(f"a local broker (pid {self.pid()}) is running but not answering: {exc}") from None
+                raise BrokerError(
+                    f"a local broker (pid {self.pid()}) is running but not answering: {exc}"
+                ) from None
             self.log(f"Local Kafka broker already running at {s.bootstrap} (pid {self.pid()}).")
             return self.status()
         java = _require_tool("java", "install a JDK 17+ (apt-get install openjdk-17-jre-headless)")
         major = java_major_version(java)
         if major < 17:
             raise BrokerError(f"Java {major} found, Apache Kafka 4 needs Java 17 or newer")
-        for port, var in ((s.broker_port, "MODELMON_BROKER_PORT"), (s.controller_port, "MODELMON_CONTROLLER_PORT")):
+        for port, var in (
+            (s.broker_port, "MODELMON_BROKER_PORT"),
+            (s.controller_port, "MODELMON_CONTROLLER_PORT"),
+        ):
             if not _port_free(port):
-                raise BrokerError(f"port {port} on 127.0.0.1 is already in use ({var}); stop that process or pick another port")
+                raise BrokerError(
+                    f"port {port} on 127.0.0.1 is already in use ({var}); "
+                    "stop that process or pick another port"
+                )
         jars = ensure_jars(s, self.log)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -228,22 +246,32 @@ class LocalBroker:
         classpath = f"{jars}/*"
         self._format(java, classpath, props)
         cmd = [
-            java, f"-Xmx{s.broker_heap}", "-Xms64m", "-XX:+UseSerialGC",
+            java,
+            f"-Xmx{s.broker_heap}",
+            "-Xms64m",
+            "-XX:+UseSerialGC",
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
-            "-Djava.awt.headless=true", f"-Dmodelmon.home={self.dir}",
-            "-cp", classpath, "kafka.Kafka", str(props),
+            "-Djava.awt.headless=true",
+            f"-Dmodelmon.home={self.dir}",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(props),
         ]
         started = time.monotonic()
         with self.log_file.open("ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         self.pid_file.write_text(f"{proc.pid}\n")
         deadline = started + s.broker_start_timeout
         while True:
             if proc.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 tail = " | ".join(self.tail_log(8))
-                raise BrokerError(f"the Kafka broker exited with code {proc.returncode} during start-up: {tail}")
+                raise BrokerError(
+                    f"the Kafka broker exited with code {proc.returncode} during start-up: {tail}"
+                )
             try:
                 wait_for_cluster(s, timeout_s=1.0)
                 break
@@ -298,12 +326,27 @@ class LocalBroker:
         if (self.data_dir / "meta.properties").exists():
             return
         proc = subprocess.run(
-            [java, "-Xmx256m", "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-             "-c", str(props), "--ignore-formatted"],
-            capture_output=True, text=True, check=False,
+            [
+                java,
+                "-Xmx256m",
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
-            lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if not ln.lstrip().startswith("at ")]
+            lines = [
+                ln for ln in (proc.stdout + proc.stderr).splitlines() if not ln.lstrip().startswith("at ")
+            ]
             raise BrokerError("formatting the broker storage failed: " + " | ".join(lines[-3:]))
 
 

@@ -10,14 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .errors import UsageError
 from .settings import Settings, SettingsError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad command-line arguments (exit code 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,23 +98,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="produce realistic simulated traffic")
     sim.add_argument("--models", type=_positive_int, default=3, help="number of models (default 3)")
-    sim.add_argument("--rate", type=_positive_float, default=200.0, help="predictions per second (default 200)")
+    sim.add_argument(
+        "--rate", type=_positive_float, default=200.0, help="predictions per second (default 200)"
+    )
     sim.add_argument("--count", type=_positive_int, help="stop after this many predictions")
     sim.add_argument("--duration", type=_positive_float, help="stop after this many seconds of event time")
     sim.add_argument("--label-fraction", type=_fraction, default=0.8, help="share of requests labelled (0.8)")
-    sim.add_argument("--label-delay", type=_positive_float, default=30.0,
-                     help="median label delay in event-time seconds (default 30)")
-    sim.add_argument("--early-label-fraction", type=_fraction, default=0.02,
-                     help="share of labels sent before their prediction (default 0.02)")
-    sim.add_argument("--duplicate-fraction", type=_fraction, default=0.01, help="share of re-sent events (0.01)")
-    sim.add_argument("--relabel-fraction", type=_fraction, default=0.005, help="share of second labels (0.005)")
-    sim.add_argument("--invalid-fraction", type=_fraction, default=0.005, help="share of invalid events (0.005)")
-    sim.add_argument("--error-fraction", type=_fraction, default=0.01, help="share of inference errors (0.01)")
-    sim.add_argument("--speed", type=_positive_float, default=1.0,
-                     help="event-time seconds per wall second (60 = an hour a minute)")
+    sim.add_argument(
+        "--label-delay",
+        type=_positive_float,
+        default=30.0,
+        help="median label delay in event-time seconds (default 30)",
+    )
+    sim.add_argument(
+        "--early-label-fraction",
+        type=_fraction,
+        default=0.02,
+        help="share of labels sent before their prediction (default 0.02)",
+    )
+    sim.add_argument(
+        "--duplicate-fraction", type=_fraction, default=0.01, help="share of re-sent events (0.01)"
+    )
+    sim.add_argument(
+        "--relabel-fraction", type=_fraction, default=0.005, help="share of second labels (0.005)"
+    )
+    sim.add_argument(
+        "--invalid-fraction", type=_fraction, default=0.005, help="share of invalid events (0.005)"
+    )
+    sim.add_argument(
+        "--error-fraction", type=_fraction, default=0.01, help="share of inference errors (0.01)"
+    )
+    sim.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        help="event-time seconds per wall second (60 = an hour a minute)",
+    )
     sim.add_argument("--seed", type=int, default=0, help="random seed: same seed, same events (default 0)")
-    sim.add_argument("--incident", action="append", default=[], metavar="SPEC",
-                     help="KIND@START+DURATION:MAGNITUDE[:model=NAME], e.g. accuracy_drop@600+300:0.2")
+    sim.add_argument(
+        "--incident",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="KIND@START+DURATION:MAGNITUDE[:model=NAME], e.g. accuracy_drop@600+300:0.2",
+    )
     sim.add_argument("--no-realtime", action="store_true", help="send as fast as possible")
     sim.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -144,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one line, never a traceback
+    except Exception as exc:
         from .errors import is_user_error
 
         if not is_user_error(exc):

@@ -27,8 +27,8 @@ import orjson
 from confluent_kafka import KafkaError, Message
 
 from . import schemas
-from .kafka_clients import producer
 from .errors import ModelmonError
+from .kafka_clients import producer
 from .settings import Settings
 from .topics import topic_name
 
@@ -50,7 +50,9 @@ def _event_time(ts: float | int | str | datetime | None) -> float | str | None:
             raise ValueError("ts: datetime must be timezone-aware")
         return ts.timestamp()
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
-        raise ValueError(f"ts: expected epoch seconds, an RFC 3339 string or a datetime, got {type(ts).__name__}")
+        raise ValueError(
+            f"ts: expected epoch seconds, an RFC 3339 string or a datetime, got {type(ts).__name__}"
+        )
     return float(ts)
 
 
@@ -99,10 +101,14 @@ class MonitorClient:
         """Queue one prediction event (key = request_id). Raises ValueError naming a bad field."""
         event: dict[str, Any] = {"request_id": request_id, "model": model, "prediction": prediction}
         optional = {
-            "model_version": model_version, "ts": _event_time(ts), "task": task,
-            "scores": dict(scores) if scores is not None else None, "latency_ms": latency_ms,
+            "model_version": model_version,
+            "ts": _event_time(ts),
+            "task": task,
+            "scores": dict(scores) if scores is not None else None,
+            "latency_ms": latency_ms,
             "features": dict(features) if features is not None else None,
-            "segment": dict(segment) if segment is not None else None, "error": error,
+            "segment": dict(segment) if segment is not None else None,
+            "error": error,
         }
         event.update({k: v for k, v in optional.items() if v is not None})
         if self.validate:
@@ -132,7 +138,7 @@ class MonitorClient:
         self._produce(topic_name(self.settings, topic_base), key, value)
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every queued event is delivered; raise DeliveryError if any failed since the last flush."""
+        """Wait until every queued event is delivered; raise DeliveryError if any failed since last time."""
         remaining = self._producer.flush(timeout_s)
         if remaining:
             raise DeliveryError(remaining, f"{remaining} event(s) still queued after {timeout_s:g} s")
@@ -183,7 +189,9 @@ class MonitorClient:
                 # librdkafka's local queue is full: serve callbacks until there is room, bounded in time.
                 if time.monotonic() > deadline:
                     raise DeliveryError(
-                        1, f"local producer queue stayed full for {self.queue_timeout_s:g} s (is Kafka reachable?)"
+                        1,
+                        f"local producer queue stayed full for {self.queue_timeout_s:g} s "
+                        "(is Kafka reachable?)",
                     ) from None
                 self._producer.poll(0.1)
         self._producer.poll(0)

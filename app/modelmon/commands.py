@@ -23,7 +23,10 @@ def broker_command(args: argparse.Namespace, settings: Settings) -> int:
         status = broker.status()
         where = "external cluster" if status.external else "local broker"
         pid = f", pid {status.pid}" if status.pid else ""
-        print(f"{where} at {status.bootstrap}: {'running' if status.running else 'not running'}{pid} ({status.detail})")
+        print(
+            f"{where} at {status.bootstrap}: {'running' if status.running else 'not running'}{pid} "
+            f"({status.detail})"
+        )
         return 0 if status.running else 3
     if args.action == "logs":
         if not settings.uses_local_broker:
@@ -73,8 +76,10 @@ def topics_command(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.action == "check":
         n = check_copartitioned(settings)
-        print(f"ok: {topic_name(settings, 'predictions')} and {topic_name(settings, 'ground-truth')} "
-              f"are co-partitioned ({n} partitions each)")
+        print(
+            f"ok: {topic_name(settings, 'predictions')} and {topic_name(settings, 'ground-truth')} "
+            f"are co-partitioned ({n} partitions each)"
+        )
         return 0
     raise AssertionError(args.action)
 
@@ -109,18 +114,25 @@ def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
-    from .cli import UsageError
+    from .errors import UsageError
     from .simulate import LabelDelay, SimConfig, parse_incident, run
 
     try:
         incidents = tuple(parse_incident(text) for text in args.incident)
         cfg = SimConfig(
-            models=args.models, rate=args.rate, count=args.count, duration_s=args.duration,
+            models=args.models,
+            rate=args.rate,
+            count=args.count,
+            duration_s=args.duration,
             label_fraction=args.label_fraction,
             label_delay=LabelDelay(median_s=args.label_delay, early_fraction=args.early_label_fraction),
-            duplicate_fraction=args.duplicate_fraction, relabel_fraction=args.relabel_fraction,
-            invalid_fraction=args.invalid_fraction, error_fraction=args.error_fraction,
-            incidents=incidents, seed=args.seed, speed=args.speed,
+            duplicate_fraction=args.duplicate_fraction,
+            relabel_fraction=args.relabel_fraction,
+            invalid_fraction=args.invalid_fraction,
+            error_fraction=args.error_fraction,
+            incidents=incidents,
+            seed=args.seed,
+            speed=args.speed,
         ).resolved()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -132,13 +144,20 @@ def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
     def progress(p) -> None:
         if not args.quiet:
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(p.by_kind.items()))
-            print(f"sent {p.sent} ({kinds}) at {p.rate:,.0f} events/s, event time +{p.sim_offset_s:,.0f} s",
-                  flush=True)
+            print(
+                f"sent {p.sent} ({kinds}) at {p.rate:,.0f} events/s, event time +{p.sim_offset_s:,.0f} s",
+                flush=True,
+            )
 
     if not args.quiet:
-        print(f"Simulating {args.models} model(s) into {settings.bootstrap} (seed {cfg.seed}); Ctrl-C stops.",
-              flush=True)
+        print(
+            f"Simulating {args.models} model(s) into {settings.bootstrap} (seed {cfg.seed}); Ctrl-C stops.",
+            flush=True,
+        )
     stats = run(cfg, sink, realtime=not args.no_realtime, progress=progress, stop=stop)
-    print(f"done: {stats.sent} events ({stats.predictions} predictions, {stats.ground_truth} labels, "
-          f"{stats.invalid} invalid) in {stats.elapsed_s:.1f} s; seed {stats.seed}", flush=True)
+    print(
+        f"done: {stats.sent} events ({stats.predictions} predictions, {stats.ground_truth} labels, "
+        f"{stats.invalid} invalid) in {stats.elapsed_s:.1f} s; seed {stats.seed}",
+        flush=True,
+    )
     return 0

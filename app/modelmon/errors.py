@@ -9,3 +9,7 @@ class ModelmonError(RuntimeError):
 
 def is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, ModelmonError)
+
+
+class UsageError(Exception):
+    """Bad command-line arguments or values (the CLI exits with code 2)."""

@@ -62,7 +62,12 @@ class Outcome:
 
 
 def apply_prediction(
-    entry: Entry | None, pred: Prediction, ts: float, offset: int, partition: int, window_size_s: float,
+    entry: Entry | None,
+    pred: Prediction,
+    ts: float,
+    offset: int,
+    partition: int,
+    window_size_s: float,
     horizon_s: float,
 ) -> Outcome:
     """Absorb a prediction event (``ts`` already resolved: event time or Kafka timestamp).
@@ -78,8 +83,14 @@ def apply_prediction(
         new["dp"] = new.get("dp", 0) + 1
         return Outcome(new, "duplicate")
     new.update(
-        m=pred.model, v=pred.model_version, pt=ts, w=window_start(ts, window_size_s), k=pred.task,
-        y=pred.prediction, lat=pred.latency_ms, e=pred.error is not None,
+        m=pred.model,
+        v=pred.model_version,
+        pt=ts,
+        w=window_start(ts, window_size_s),
+        k=pred.task,
+        y=pred.prediction,
+        lat=pred.latency_ms,
+        e=pred.error is not None,
     )
     if pred.scores is not None:
         new["s"] = pred.scores
@@ -178,7 +189,12 @@ def effects(entry: Entry, window_size_s: float) -> Effects:
             out[("out", m, v, w)] = (entry["k"], entry["y"], entry["l"], entry.get("s"), delay)
         if expired is not None:
             out[("cnt", m, v, w, "unmatched_predictions")] = 1
-    for field, name in (("dp", "duplicates"), ("dl", "duplicates"), ("rl", "relabels"), ("ll", "late_labels")):
+    for field, name in (
+        ("dp", "duplicates"),
+        ("dl", "duplicates"),
+        ("rl", "relabels"),
+        ("ll", "late_labels"),
+    ):
         n = entry.get(field, 0)
         if n:
             key = ("cnt", *booked_to, name)
@@ -186,7 +202,9 @@ def effects(entry: Entry, window_size_s: float) -> Effects:
     return out
 
 
-def effect_delta(before: Effects, after: Effects) -> tuple[list[tuple[EffectKey, Any]], list[tuple[EffectKey, int]]]:
+def effect_delta(
+    before: Effects, after: Effects
+) -> tuple[list[tuple[EffectKey, Any]], list[tuple[EffectKey, int]]]:
     """What changed between two effect sets: (added pred/out effects, counter changes (key, +/-n)).
 
     Prediction and outcome effects are only ever added (a request's first prediction and first label

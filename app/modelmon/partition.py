@@ -54,8 +54,14 @@ class Snapshot:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "p": self.partition, "epoch": self.epoch, "seq": self.seq, "m": self.model, "v": self.version,
-            "w": self.window, "final": self.final, "acc": self.acc.to_dict(),
+            "p": self.partition,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "m": self.model,
+            "v": self.version,
+            "w": self.window,
+            "final": self.final,
+            "acc": self.acc.to_dict(),
         }
 
 
@@ -145,7 +151,11 @@ class PartitionState:
         last_tick, self._last_tick_wall = self._last_tick_wall, wall
         if self._last_input_wall is None:
             self._last_input_wall = wall
-        if last_tick is not None and wall - self._last_input_wall >= self.idle_advance_s and self.watermark > float("-inf"):
+        if (
+            last_tick is not None
+            and wall - self._last_input_wall >= self.idle_advance_s
+            and self.watermark > float("-inf")
+        ):
             self.watermark += max(0.0, wall - last_tick)
 
     def due_expiries(self) -> list[str]:
@@ -163,7 +173,7 @@ class PartitionState:
         return due
 
     def flush(self) -> list[Snapshot]:
-        """Snapshots of every changed window; windows past the horizon go out once as final and are dropped."""
+        """Snapshots of every changed window; windows past the horizon go out once, final, and are dropped."""
         keys = self.dirty | {key for key in self.accs if self.is_final(key[2])}
         self.dirty = set()
         out = []

@@ -48,7 +48,14 @@ def apply_snapshot(value: WindowValue | None, snap: Mapping[str, Any]) -> Window
 
 def finalize(value: WindowValue) -> WindowValue:
     """The tombstone kept after the final revision is emitted."""
-    return {"m": value["m"], "v": value["v"], "w": value["w"], "parts": {}, "rev": value["rev"] + 1, "fin": True}
+    return {
+        "m": value["m"],
+        "v": value["v"],
+        "w": value["w"],
+        "parts": {},
+        "rev": value["rev"] + 1,
+        "fin": True,
+    }
 
 
 def merged(value: WindowValue) -> WindowAccumulator:

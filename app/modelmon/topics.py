@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
-from .kafka_clients import admin_client
 from .errors import ModelmonError
+from .kafka_clients import admin_client
 from .settings import Settings
 
 INPUT_TOPICS = ("predictions", "ground-truth")
@@ -57,7 +57,9 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicResu
             config = {"retention.ms": str(7 * 24 * 3600 * 1000)}
             if base == "dead-letter":
                 config["retention.ms"] = str(30 * 24 * 3600 * 1000)
-            wanted.append(NewTopic(name, _partitions_for(settings, base), settings.replication_factor, config=config))
+            wanted.append(
+                NewTopic(name, _partitions_for(settings, base), settings.replication_factor, config=config)
+            )
     created: set[str] = set()
     if wanted:
         futures = admin.create_topics(wanted, operation_timeout=timeout_s, request_timeout=timeout_s)
@@ -72,7 +74,11 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicResu
     counts = wait_for_topics(settings, [topic_name(settings, b) for b in ALL_TOPICS], timeout_s)
     check_copartitioned(settings, counts)
     return [
-        TopicResult(topic_name(settings, b), counts.get(topic_name(settings, b), 0), topic_name(settings, b) in created)
+        TopicResult(
+            topic_name(settings, b),
+            counts.get(topic_name(settings, b), 0),
+            topic_name(settings, b) in created,
+        )
         for b in ALL_TOPICS
     ]
 
@@ -92,7 +98,9 @@ def wait_for_topics(settings: Settings, names: list[str], timeout_s: float = 30.
         if not missing:
             return counts
         if time.monotonic() > deadline:
-            raise TopicError(f"topic(s) {', '.join(missing)} did not appear in the cluster metadata in {timeout_s:g} s")
+            raise TopicError(
+                f"topic(s) {', '.join(missing)} did not appear in the cluster metadata in {timeout_s:g} s"
+            )
         time.sleep(0.1)
 
 
@@ -111,7 +119,9 @@ def check_copartitioned(settings: Settings, counts: dict[str, int] | None = None
     return counts[pred]
 
 
-def ensure_internal_topics(settings: Settings, names_partitions: dict[str, int], timeout_s: float = 30.0) -> None:
+def ensure_internal_topics(
+    settings: Settings, names_partitions: dict[str, int], timeout_s: float = 30.0
+) -> None:
     """Create the worker's internal topics (ticks, partials) with the partition counts the design needs."""
     existing = describe_partitions(settings, timeout_s)
     wanted = []

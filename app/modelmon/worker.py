@@ -44,8 +44,15 @@ def partials_topic_name(settings: Settings) -> str:
 
 
 def dead_letter_record(
-    reason: str, field: str | None, message: str, topic: str, partition: int, offset: int,
-    timestamp_ms: int | None, key: bytes | None, payload: bytes | None,
+    reason: str,
+    field: str | None,
+    message: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int | None,
+    key: bytes | None,
+    payload: bytes | None,
 ) -> dict[str, Any]:
     """A dead-letter event (schemas/dead-letter.schema.json): reason, where it came from, the bytes."""
     raw = payload or b""
@@ -106,7 +113,9 @@ class Worker:
         self.metrics_topic = app.topic(topic_name(settings, "model-metrics"), **raw)
         self.dead_letter = app.topic(topic_name(settings, "dead-letter"), **raw)
         self.joins = app.Table("join", partitions=input_partitions, key_type=bytes, value_type=bytes)
-        self.windows = app.Table("windows", partitions=settings.output_partitions, key_type=bytes, value_type=bytes)
+        self.windows = app.Table(
+            "windows", partitions=settings.output_partitions, key_type=bytes, value_type=bytes
+        )
 
         self.parts: dict[int, PartitionState] = {}
         self.stale = True  # set on rebalance: stage-1 memory is rebuilt from the join table
@@ -135,7 +144,8 @@ class Worker:
         owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.pred_name}
         epoch = time.time_ns() // 1_000_000
         self.parts = {
-            p: PartitionState(p, self.s.window_s, self.s.join_horizon_s, epoch, self.s.idle_advance_s) for p in owned
+            p: PartitionState(p, self.s.window_s, self.s.join_horizon_s, epoch, self.s.idle_advance_s)
+            for p in owned
         }
         grouped: dict[int, list[tuple[str, dict]]] = defaultdict(list)
         invalid: dict[int, dict] = {}
@@ -198,9 +208,13 @@ class Worker:
         if state.is_final(join.owner(outcome.entry, self.s.window_s)[2]):
             # Its window was already published as final: the event is kept in dead-letter, not counted.
             await self.reject(
-                state, msg, "too_late", "ts",
+                state,
+                msg,
+                "too_late",
+                "ts",
                 f"event time {ts} belongs to a window that closed after the join horizon",
-                None, count=False,
+                None,
+                count=False,
             )
             return
         state.apply_change(msg.key, before, outcome.entry)
@@ -211,8 +225,15 @@ class Worker:
         return orjson.loads(raw) if raw is not None else None
 
     async def reject(
-        self, state: PartitionState, msg: Any, reason: str, field: str | None, message: str, model: str | None,
-        *, count: bool = True,
+        self,
+        state: PartitionState,
+        msg: Any,
+        reason: str,
+        field: str | None,
+        message: str,
+        model: str | None,
+        *,
+        count: bool = True,
     ) -> None:
         """Dead-letter an input and count it in the window of its arrival (the partition's invalid tally)."""
         key = invalid_record_key(msg.partition).encode()
@@ -230,8 +251,15 @@ class Worker:
         self.joins[key] = orjson.dumps(after)
         self.counts[f"invalid:{reason}"] += 1
         record = dead_letter_record(
-            reason, field, message, msg.topic, msg.partition, msg.offset,
-            int(msg.timestamp * 1000) if msg.timestamp else None, msg.key, msg.value,
+            reason,
+            field,
+            message,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            int(msg.timestamp * 1000) if msg.timestamp else None,
+            msg.key,
+            msg.value,
         )
         await self.dead_letter.send(key=msg.key, value=orjson.dumps(record))
 
@@ -261,7 +289,10 @@ class Worker:
             await asyncio.gather(*sends)
             for request_id in settled:
                 entry = self._get(request_id)
-                if entry is not None and join.settles_at(entry, self.s.window_s, self.s.join_horizon_s) <= state.watermark:
+                if (
+                    entry is not None
+                    and join.settles_at(entry, self.s.window_s, self.s.join_horizon_s) <= state.watermark
+                ):
                     del self.joins[request_id]
 
     async def send_ticks(self) -> None:
@@ -273,7 +304,11 @@ class Worker:
     # -- stage 2 -------------------------------------------------------------------------------------
 
     def _rebuild_stage2(self) -> None:
-        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.partials.get_topic_name()}
+        owned = {
+            tp.partition
+            for tp in self.app.consumer.assignment()
+            if tp.topic == self.partials.get_topic_name()
+        }
         self.window_index = defaultdict(dict)
         for key, raw in self.windows.items():
             value = orjson.loads(raw)
@@ -380,7 +415,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     wait_for_cluster(settings, timeout_s=30)
     partitions = check_copartitioned(settings)
     ensure_internal_topics(
-        settings, {ticks_topic_name(settings): partitions, partials_topic_name(settings): settings.output_partitions}
+        settings,
+        {ticks_topic_name(settings): partitions, partials_topic_name(settings): settings.output_partitions},
     )
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
     worker = Worker(settings, partitions)

@@ -38,7 +38,7 @@ from sklearn.metrics import (
 from modelmon.client import MonitorClient
 from modelmon.kafka_clients import admin_client, consumer
 from modelmon.settings import Settings
-from modelmon.topics import create_topics, topic_name
+from modelmon.topics import topic_name
 from tests.conftest import env_for
 
 WINDOW = 2.0
@@ -52,8 +52,15 @@ CLOSER_MODEL = "closer"
 def stream_settings(settings: Settings, **extra: Any) -> Settings:
     # Event time advances only with the events (no idle advance), so every verdict is deterministic;
     # the test closes its windows with one far-future "closer" prediction per partition.
-    return settings.with_(window_s=WINDOW, join_horizon_s=HORIZON, idle_advance_s=3600.0, emit_interval_s=1.0,
-                          tick_interval_s=0.5, session_timeout_s=6.0, **extra)
+    return settings.with_(
+        window_s=WINDOW,
+        join_horizon_s=HORIZON,
+        idle_advance_s=3600.0,
+        emit_interval_s=1.0,
+        tick_interval_s=0.5,
+        session_timeout_s=6.0,
+        **extra,
+    )
 
 
 @dataclass
@@ -62,7 +69,9 @@ class Stream:
 
     base: float
     events: list[tuple[str, Any]] = field(default_factory=list)
-    late_labels: list[dict] = field(default_factory=list)  # sent last: more than the horizon after their prediction
+    late_labels: list[dict] = field(
+        default_factory=list
+    )  # sent last: more than the horizon after their prediction
     invalid_keys: set[bytes] = field(default_factory=set)
 
 
@@ -75,8 +84,12 @@ def make_stream(seed: int, n: int = 1200) -> Stream:
         rid = f"s{seed}-r{i}"
         pt = round(base + rng.uniform(0, 10), 6)
         model, version = rng.choice([("clf", "v1"), ("clf", "v2"), ("reg", "1")])
-        p: dict[str, Any] = {"request_id": rid, "model": model, "model_version": version,
-                             "latency_ms": round(rng.lognormvariate(3, 0.6), 3)}
+        p: dict[str, Any] = {
+            "request_id": rid,
+            "model": model,
+            "model_version": version,
+            "latency_ms": round(rng.lognormvariate(3, 0.6), 3),
+        }
         if rng.random() < 0.1:
             pass  # no ts: the Kafka timestamp is the event time
         else:
@@ -86,7 +99,7 @@ def make_stream(seed: int, n: int = 1200) -> Stream:
             guess = y if rng.random() < 0.8 else rng.choice(CLASSES)
             raw = [rng.random() + (2.0 if c == guess else 0.0) for c in CLASSES]
             total = sum(raw)
-            p["scores"] = {c: v / total for c, v in zip(CLASSES, raw)}
+            p["scores"] = {c: v / total for c, v in zip(CLASSES, raw, strict=False)}
             p["prediction"] = guess
         else:
             y = 0.0 if rng.random() < 0.05 else round(rng.gauss(100, 20), 3)
@@ -124,20 +137,38 @@ def make_stream(seed: int, n: int = 1200) -> Stream:
     invalid = [
         ("predictions", b"bad-1", b"not json at all"),
         ("predictions", b"bad-2", orjson.dumps({"request_id": "bad-2", "model": "clf"})),  # no prediction
-        ("predictions", b"bad-3", orjson.dumps({"request_id": "bad-3", "model": "clf", "prediction": "a",
-                                                 "latency_ms": "fast"})),
+        (
+            "predictions",
+            b"bad-3",
+            orjson.dumps({"request_id": "bad-3", "model": "clf", "prediction": "a", "latency_ms": "fast"}),
+        ),
         ("predictions", b"bad-4", b"\xff\xfe\x00garbage"),
-        ("predictions", None, orjson.dumps({"request_id": "nokey", "model": "reg", "prediction": 1.0,
-                                            "task": "regression"})),
-        ("predictions", b"bad-6", orjson.dumps({"request_id": "bad-6", "model": "clf", "prediction": "a",
-                                                 "features": {"x": "y" * 1000}, "segment": {"s": "z" * 100},
-                                                 "error": "e" * 2000, "pad": "p" * 70000})),
+        (
+            "predictions",
+            None,
+            orjson.dumps({"request_id": "nokey", "model": "reg", "prediction": 1.0, "task": "regression"}),
+        ),
+        (
+            "predictions",
+            b"bad-6",
+            orjson.dumps(
+                {
+                    "request_id": "bad-6",
+                    "model": "clf",
+                    "prediction": "a",
+                    "features": {"x": "y" * 1000},
+                    "segment": {"s": "z" * 100},
+                    "error": "e" * 2000,
+                    "pad": "p" * 70000,
+                }
+            ),
+        ),
         ("predictions", b"bad-7", orjson.dumps({"request_id": "other", "model": "clf", "prediction": "a"})),
         ("ground-truth", b"bad-8", orjson.dumps({"request_id": "bad-8"})),
         ("ground-truth", b"bad-9", b"[1, 2, 3]"),
         ("ground-truth", b"bad-10", orjson.dumps({"request_id": "bad-10", "label": "a", "ts": "yesterday"})),
     ]
-    for topic, key, value in invalid:
+    for _topic, key, _value in invalid:
         if key is not None:
             st.invalid_keys.add(key)
     body = preds + labels
@@ -161,7 +192,10 @@ def closers(stream: Stream, partitions: int = 8) -> list[tuple[str, Any]]:
         found.setdefault(pick(rid.encode(), list(range(partitions)), list(range(partitions))), rid)
         i += 1
     ts = stream.base + 1000.0
-    return [("p", {"request_id": rid, "model": CLOSER_MODEL, "prediction": "x", "ts": ts}) for rid in found.values()]
+    return [
+        ("p", {"request_id": rid, "model": CLOSER_MODEL, "prediction": "x", "ts": ts})
+        for rid in found.values()
+    ]
 
 
 def produce(settings: Settings, events: list[tuple[str, Any]]) -> None:
@@ -200,8 +234,16 @@ def read_inputs(settings: Settings) -> list[Record]:
     while len(out) < want and time.monotonic() < deadline:
         for msg in cons.consume(1000, timeout=1.0):
             if msg.error() is None:
-                out.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value() or b"",
-                                  msg.timestamp()[1] / 1000.0))
+                out.append(
+                    Record(
+                        msg.topic(),
+                        msg.partition(),
+                        msg.offset(),
+                        msg.key(),
+                        msg.value() or b"",
+                        msg.timestamp()[1] / 1000.0,
+                    )
+                )
     cons.close()
     assert len(out) == want, f"read back {len(out)} of {want} input records"
     return out
@@ -330,9 +372,22 @@ class WorkerProcess:
         env = env_for(self.settings)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelmon.cli", "worker", "--worker-id", self.worker_id, "--web-port",
-             str(self.port), "--loglevel", "info"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.settings.home,
+            [
+                sys.executable,
+                "-m",
+                "modelmon.cli",
+                "worker",
+                "--worker-id",
+                self.worker_id,
+                "--web-port",
+                str(self.port),
+                "--loglevel",
+                "info",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.settings.home,
         )
         return self
 
@@ -367,7 +422,9 @@ def input_lag(settings: Settings) -> int:
     from confluent_kafka import ConsumerGroupTopicPartitions
 
     fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.app_id, tps)])
-    committed = {(tp.topic, tp.partition): tp.offset for tp in fut[settings.app_id].result(10).topic_partitions}
+    committed = {
+        (tp.topic, tp.partition): tp.offset for tp in fut[settings.app_id].result(10).topic_partitions
+    }
     for tp in tps:
         end = cons.get_watermark_offsets(tp, timeout=10)[1]
         total += end - max(0, committed.get((tp.topic, tp.partition), 0))
@@ -467,8 +524,11 @@ def check_window(key: tuple, facts: dict, event: dict) -> list[str]:
     by_reason: dict[str, int] = defaultdict(int)
     for reason, n in invalid:
         by_reason[reason] += n
-    eq("counters.invalid_by_reason", {k: v for k, v in event["counters"]["invalid_by_reason"].items() if v},
-       dict(by_reason))
+    eq(
+        "counters.invalid_by_reason",
+        {k: v for k, v in event["counters"]["invalid_by_reason"].items() if v},
+        dict(by_reason),
+    )
     for name in ("duplicates", "relabels", "unmatched_predictions", "orphan_labels", "late_labels"):
         eq(f"counters.{name}", event["counters"][name], counters.get(name, 0))
     eq("labels.labelled", event["labels"]["labelled"], len(outcomes))
@@ -494,7 +554,7 @@ def check_window(key: tuple, facts: dict, event: dict) -> list[str]:
         y_pred = [str(p["prediction"]) for p, _, _ in outcomes]
         c = event["classification"]
         eq("accuracy", c["accuracy"], float(accuracy_score(y_true, y_pred)))
-        k = sum(1 for a, b in zip(y_true, y_pred) if a == b)
+        k = sum(1 for a, b in zip(y_true, y_pred, strict=False) if a == b)
         ci = binomtest(k, len(y_true)).proportion_ci(confidence_level=0.95, method="wilson")
         eq("accuracy_ci_low", c["accuracy_ci_low"], float(ci.low))
         eq("accuracy_ci_high", c["accuracy_ci_high"], float(ci.high))

@@ -101,8 +101,14 @@ def _cli(args, env, timeout=60):
 def test_cli_without_java_or_maven(kafka: Settings, tmp_path: Path):
     bare = tmp_path / "bin"
     bare.mkdir()
-    env = dict(os.environ, PATH=str(bare), MODELMON_HOME=str(tmp_path / "h"), MODELMON_BROKER_PORT="19592",
-               MODELMON_CONTROLLER_PORT="19593", MODELMON_KAFKA_BOOTSTRAP="")
+    env = dict(
+        os.environ,
+        PATH=str(bare),
+        MODELMON_HOME=str(tmp_path / "h"),
+        MODELMON_BROKER_PORT="19592",
+        MODELMON_CONTROLLER_PORT="19593",
+        MODELMON_KAFKA_BOOTSTRAP="",
+    )
     out = _cli(["broker", "start"], env)
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0

@@ -16,9 +16,9 @@ from modelmon.topics import create_topics
 
 from .streamcheck import (
     CLOSER_MODEL,
-    closers,
     WorkerProcess,
     check_window,
+    closers,
     collect_dead_letters,
     collect_finals,
     make_stream,
@@ -47,8 +47,10 @@ def _verify(settings, stream, workers) -> None:
     letters = collect_dead_letters(settings, len(dead))
     for letter in letters:
         validate_output("dead-letter", letter)
-    got = [(d["source"]["topic"].rsplit(".", 1)[-1], d["key"].encode() if d["key"] else None, d["reason"])
-           for d in letters]
+    got = [
+        (d["source"]["topic"].rsplit(".", 1)[-1], d["key"].encode() if d["key"] else None, d["reason"])
+        for d in letters
+    ]
     assert len(got) == len(set(got)), "a dead letter was written twice"
     assert set(got) == dead
 

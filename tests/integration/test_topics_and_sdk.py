@@ -27,7 +27,6 @@ from modelmon.topics import (
     topic_name,
     wait_for_topics,
 )
-
 from tests.conftest import env_for
 
 pytestmark = pytest.mark.integration
@@ -37,7 +36,8 @@ import org.apache.kafka.common.utils.Utils;
 public class JavaPartition {
     public static void main(String[] args) throws Exception {
         int n = Integer.parseInt(args[0]);
-        java.io.BufferedReader in = new java.io.BufferedReader(new java.io.InputStreamReader(System.in, "UTF-8"));
+        java.io.BufferedReader in = new java.io.BufferedReader(
+            new java.io.InputStreamReader(System.in, "UTF-8"));
         String line;
         while ((line = in.readLine()) != null) {
             byte[] key = line.getBytes("UTF-8");
@@ -54,7 +54,11 @@ def java_partitions(settings, keys: list[str], partitions: int, tmp_path: Path) 
     src.write_text(JAVA_PARTITIONER)
     out = subprocess.run(
         [shutil.which("java"), "-cp", f"{settings.jars_dir}/*", str(src), str(partitions)],
-        input="\n".join(keys) + "\n", capture_output=True, text=True, check=True, timeout=120,
+        input="\n".join(keys) + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     return [int(x) for x in out.stdout.split()]
 
@@ -73,10 +77,12 @@ def test_create_topics_is_idempotent(settings):
 
 def test_copartition_mismatch_is_refused(settings):
     admin = admin_client(settings)
-    futures = admin.create_topics([
-        NewTopic(topic_name(settings, "predictions"), 8, 1),
-        NewTopic(topic_name(settings, "ground-truth"), 4, 1),
-    ])
+    futures = admin.create_topics(
+        [
+            NewTopic(topic_name(settings, "predictions"), 8, 1),
+            NewTopic(topic_name(settings, "ground-truth"), 4, 1),
+        ]
+    )
     for fut in futures.values():
         fut.result(30)
     wait_for_topics(settings, [topic_name(settings, "predictions"), topic_name(settings, "ground-truth")])
@@ -84,15 +90,25 @@ def test_copartition_mismatch_is_refused(settings):
         check_copartitioned(settings)
     message = str(info.value)
     assert "8 partitions" in message and "has 4" in message
-    cli = subprocess.run([sys.executable, "-m", "modelmon.cli", "topics", "check"], env=env_for(settings),
-                         capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "modelmon.cli", "topics", "check"],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 1
     assert "co-partitioned" in cli.stderr and cli.stderr.strip().count("\n") == 0
 
 
 async def _read_back(settings, topics: list[str], expected: int) -> list:
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
     await consumer.start()
     records = []
     try:
@@ -111,14 +127,23 @@ def test_sdk_round_trip_and_java_partitioning(settings, tmp_path):
     with MonitorClient(settings) as mon:
         for i in range(300):
             rid = f"req-{i}-é"
-            mon.log_prediction(rid, "fraud", "fraud" if i % 3 else "ok", model_version="2", ts=1.7e9 + i,
-                               scores={"fraud": 0.7, "ok": 0.3}, latency_ms=12.5, features={"amount": i, "country": "de"},
-                               segment={"device": "ios"})
+            mon.log_prediction(
+                rid,
+                "fraud",
+                "fraud" if i % 3 else "ok",
+                model_version="2",
+                ts=1.7e9 + i,
+                scores={"fraud": 0.7, "ok": 0.3},
+                latency_ms=12.5,
+                features={"amount": i, "country": "de"},
+                segment={"device": "ios"},
+            )
             mon.log_ground_truth(rid, "ok", ts="2026-11-27T10:00:00Z", model="fraud")
             sent[rid] = i
     assert mon.delivered == 600 and mon.failed == 0
-    records = asyncio.run(_read_back(settings, [topic_name(settings, "predictions"),
-                                                topic_name(settings, "ground-truth")], 600))
+    records = asyncio.run(
+        _read_back(settings, [topic_name(settings, "predictions"), topic_name(settings, "ground-truth")], 600)
+    )
     assert len(records) == 600
     preds = {r.key.decode(): r for r in records if r.topic.endswith("predictions")}
     labels = {r.key.decode(): r for r in records if r.topic.endswith("ground-truth")}
@@ -146,8 +171,11 @@ def test_sdk_rejects_bad_events_naming_the_field(settings):
 def test_sdk_surfaces_delivery_failures(settings):
     # No topics exist under this prefix and the broker does not auto-create them.
     errors = []
-    mon = MonitorClient(settings, producer_config={"message.timeout.ms": 3000},
-                        on_delivery_error=lambda text, key: errors.append((text, key)))
+    mon = MonitorClient(
+        settings,
+        producer_config={"message.timeout.ms": 3000},
+        on_delivery_error=lambda text, key: errors.append((text, key)),
+    )
     mon.log_prediction("lost-1", "fraud", "ok")
     with pytest.raises(DeliveryError, match="1 event"):
         mon.flush(20)

@@ -23,10 +23,21 @@ WINDOW = 60.0
 HORIZON = 600.0
 
 
-def pred(rid: str, y, ts: float, model: str = "m1", version: str | None = "v1", latency: float = 10.0) -> Prediction:
+def pred(
+    rid: str, y, ts: float, model: str = "m1", version: str | None = "v1", latency: float = 10.0
+) -> Prediction:
     return Prediction(
-        request_id=rid, model=model, model_version=version, ts=ts, task="classification", prediction=y,
-        scores=None, latency_ms=latency, features=None, segment=None, error=None,
+        request_id=rid,
+        model=model,
+        model_version=version,
+        ts=ts,
+        task="classification",
+        prediction=y,
+        scores=None,
+        latency_ms=latency,
+        features=None,
+        segment=None,
+        error=None,
     )
 
 
@@ -72,7 +83,7 @@ def apply(table: dict, state: PartitionState | None, event) -> None:
 def oracle(events) -> dict:
     """Per request: (first prediction, first label, duplicates, relabels) from the raw event list."""
     by_rid: dict[str, dict] = {}
-    for topic, offset, rid, payload in sorted(events, key=lambda e: (e[0], e[1])):
+    for topic, _offset, rid, payload in sorted(events, key=lambda e: (e[0], e[1])):
         r = by_rid.setdefault(rid, {"pred": None, "label": None, "dups": 0, "relabels": 0})
         if topic == "p":
             if r["pred"] is None:

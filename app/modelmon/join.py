@@ -72,8 +72,8 @@ def apply_prediction(
 ) -> Outcome:
     """Absorb a prediction event (``ts`` already resolved: event time or Kafka timestamp).
 
-    A prediction and a label join only when their event times are within the horizon of each other, so
-    the outcome does not depend on when the worker happened to process them.
+    A prediction and a label join only when their event times are at most the horizon apart, whichever
+    arrives first; a pending side that already expired (the watermark passed it) does not join.
     """
     if entry is not None and entry["o"].get(PRED_TOPIC, -1) >= offset:
         return Outcome(None, "replay")
@@ -94,9 +94,16 @@ def apply_prediction(
     )
     if pred.scores is not None:
         new["s"] = pred.scores
-    if new.get("x") == "o" or ("l" in new and new["lt"] - ts > horizon_s):
-        new["x"] = "o"  # the label expired as an orphan (or is too far away): no join, prediction unmatched
+    if new.get("x") == "o":  # its label already expired as an orphan: no join, the prediction is unmatched
         return Outcome(new, "late_prediction")
+    if "l" in new and abs(new["lt"] - ts) > horizon_s:
+        # Too far apart to join. End in the state the other arrival order gives: the prediction is
+        # unmatched and every label seen for it counts as a late label.
+        new["ll"] = new.get("ll", 0) + 1 + new.pop("dl", 0) + new.pop("rl", 0)
+        for field in ("l", "lt", "lm"):
+            new.pop(field, None)
+        new["x"] = "u"
+        return Outcome(new, "late_label")
     if "l" in new:
         return Outcome(new, "joined")
     return Outcome(new, "new_prediction")
@@ -111,7 +118,7 @@ def apply_label(
     new: Entry = dict(entry) if entry is not None else {"p": partition, "o": {}}
     new["o"] = {**new["o"], GT_TOPIC: offset}
     label = canonical_label(gt.label)
-    if "pt" in new and "l" not in new and ts - new["pt"] > horizon_s:
+    if "pt" in new and "l" not in new and abs(ts - new["pt"]) > horizon_s:
         new["x"] = "u"  # beyond the horizon: the prediction is unmatched, whatever the processing order
     if new.get("x") == "u":  # the prediction already expired unmatched: too late to join
         new["ll"] = new.get("ll", 0) + 1

@@ -18,12 +18,12 @@ from .join import Effects, Entry, effect_delta, effects, entry_ts, expires_at, s
 
 WindowKey = tuple[str, str | None, float]  # (model, model_version, window start)
 
-INVALID_KEY_PREFIX = "__invalid__|"
+META_KEY_PREFIX = b"__partition__|"
 
 
-def invalid_record_key(partition: int) -> str:
-    """Table key of a partition's invalid-event tally (one record per partition)."""
-    return f"{INVALID_KEY_PREFIX}{partition}"
+def meta_record_key(partition: int) -> bytes:
+    """Table key of a partition's own record: invalid-event tally, absorbed offsets, watermark."""
+    return META_KEY_PREFIX + str(partition).encode()
 
 
 def invalid_effects(record: dict[str, Any]) -> Effects:
@@ -83,15 +83,17 @@ class PartitionState:
 
     # -- rebuild -----------------------------------------------------------------------------------
 
-    def rebuild(self, entries: Iterable[tuple[str, Entry]], invalid: dict[str, Any] | None) -> int:
-        """Fold the restored entries of this partition into fresh accumulators; return how many."""
+    def rebuild(self, entries: Iterable[tuple[str, Entry]], meta: dict[str, Any] | None) -> int:
+        """Fold the restored entries (and the partition record) into fresh accumulators; return how many."""
         n = 0
         for request_id, entry in entries:
             self.apply_change(request_id, None, entry)
             self.watermark = max(self.watermark, entry_ts(entry))
             n += 1
-        if invalid:
-            self._apply_effects({}, invalid_effects(invalid))
+        if meta:
+            if meta.get("wm") is not None:
+                self.watermark = max(self.watermark, meta["wm"])
+            self._apply_effects({}, invalid_effects(meta))
         self.dirty = set(self.accs)
         return n
 
@@ -123,6 +125,19 @@ class PartitionState:
     def apply_invalid(self, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
         self._apply_effects(invalid_effects(before) if before else {}, invalid_effects(after))
 
+    def meta_update(self, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The partition record to store now: current watermark, tallies of closed windows dropped.
+
+        None when nothing changed. Dropping closed windows' tallies does not touch the accumulators
+        (those windows were already flushed as final), it only keeps the record from growing.
+        """
+        meta = meta or {"o": {}, "c": {}}
+        wm = self.watermark if self.watermark > float("-inf") else None
+        kept = {k: n for k, n in meta["c"].items() if not self.is_final(float(k.rsplit("|", 2)[1]))}
+        if wm == meta.get("wm") and len(kept) == len(meta["c"]):
+            return None
+        return {"o": meta["o"], "c": kept, "wm": wm}
+
     def _apply_effects(self, before: Effects, after: Effects) -> None:
         added, counters = effect_delta(before, after)
         for key, value in added:
@@ -151,11 +166,11 @@ class PartitionState:
         last_tick, self._last_tick_wall = self._last_tick_wall, wall
         if self._last_input_wall is None:
             self._last_input_wall = wall
-        if (
-            last_tick is not None
-            and wall - self._last_input_wall >= self.idle_advance_s
-            and self.watermark > float("-inf")
-        ):
+        if last_tick is None or wall - self._last_input_wall < self.idle_advance_s:
+            return
+        if self.watermark == float("-inf"):
+            self.watermark = wall  # a partition that never saw an event holds nothing: it is at "now"
+        else:
             self.watermark += max(0.0, wall - last_tick)
 
     def due_expiries(self) -> list[str]:

@@ -47,7 +47,7 @@ def apply_snapshot(value: WindowValue | None, snap: Mapping[str, Any]) -> Window
 
 
 def finalize(value: WindowValue) -> WindowValue:
-    """The tombstone kept after the final revision is emitted."""
+    """The tombstone kept after the final revision: the merged totals (for rolling views), no parts."""
     return {
         "m": value["m"],
         "v": value["v"],
@@ -55,14 +55,51 @@ def finalize(value: WindowValue) -> WindowValue:
         "parts": {},
         "rev": value["rev"] + 1,
         "fin": True,
+        "acc": merged(value).to_dict(),
     }
 
 
 def merged(value: WindowValue) -> WindowAccumulator:
+    """The window's totals: the merge of the latest snapshot of every source partition."""
+    if value["fin"]:
+        return WindowAccumulator.from_dict(value["acc"]) if "acc" in value else WindowAccumulator()
     acc = WindowAccumulator()
     for part in value["parts"].values():
         acc.merge(WindowAccumulator.from_dict(part["acc"]))
     return acc
+
+
+ROLLING_VIEWS: tuple[tuple[str, float], ...] = (("5m", 300.0), ("1h", 3600.0), ("24h", 86400.0))
+
+
+def rolling_event(
+    values: list[WindowValue], view: str, view_s: float, window_s: float, emitted_at: float
+) -> dict[str, Any] | None:
+    """A rolling view: the merge of a model version's windows in the last ``view_s`` of event time.
+
+    The view ends at the end of the newest window; its revision is the sum of the covered windows'
+    revisions, so it grows whenever any of them changes. None when the view holds nothing.
+    """
+    if not values:
+        return None
+    end = max(v["w"] for v in values) + window_s
+    start = end - view_s
+    covered = [v for v in values if v["w"] >= start]
+    acc = WindowAccumulator()
+    for value in covered:
+        acc.merge(merged(value))
+    if acc.is_empty():
+        return None
+    return {
+        "model": covered[0]["m"],
+        "model_version": covered[0]["v"],
+        "view": view,
+        "window": {"start": rfc3339(start), "end": rfc3339(end), "size_s": view_s},
+        "revision": sum(v["rev"] for v in covered),
+        "final": False,
+        "emitted_at": rfc3339(emitted_at),
+        **summarize(acc, view_s),
+    }
 
 
 def rfc3339(ts: float) -> str:
@@ -84,6 +121,7 @@ def metric_event(
     return {
         "model": value["m"],
         "model_version": value["v"],
+        "view": "window",
         "window": {"start": rfc3339(start), "end": rfc3339(start + window_s), "size_s": window_s},
         "revision": value["rev"] + (1 if final else 0),
         "final": final,

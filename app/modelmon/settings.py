@@ -284,6 +284,7 @@ class Settings:
     tick_interval_s: float = 1.0
     idle_advance_s: float = 30.0
     session_timeout_s: float = 30.0
+    recovery_stall_s: float = 60.0
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_username: str = ""

@@ -25,7 +25,7 @@ import orjson
 from faust.types import EventT
 
 from . import join, rollup
-from .partition import PartitionState, invalid_record_key, tally_key
+from .partition import META_KEY_PREFIX, PartitionState, meta_record_key, tally_key
 from .schemas import InvalidEvent, decode_ground_truth, decode_prediction
 from .settings import Settings
 from .topics import topic_name
@@ -124,18 +124,44 @@ class Worker:
         self.window_index: dict[int, dict[bytes, tuple[float, bool]]] = defaultdict(dict)
         self.stage2_stale = True
         self.dirty_windows: set[bytes] = set()
+        # (model, version) -> {window key: window start}: which windows a rolling view merges
+        self.series: dict[tuple[str, str | None], dict[bytes, float]] = defaultdict(dict)
         self.counts: dict[str, int] = defaultdict(int)
 
         app.agent(self.inputs, name="modelmon.stage1")(self.stage1)
         app.agent(self.partials, name="modelmon.stage2")(self.stage2)
         app.timer(settings.tick_interval_s)(self.send_ticks)
         app.timer(settings.emit_interval_s)(self.emit_metrics)
+        app.timer(5.0)(self.watch_recovery)
+        self._recovery_progress: tuple[float, int] | None = None
         app.on_partitions_assigned.connect(self._on_rebalance)
         app.on_partitions_revoked.connect(self._on_rebalance)
 
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         self.stale = True
         self.stage2_stale = True
+
+    async def watch_recovery(self) -> None:
+        """Restart this process when changelog recovery stops making progress.
+
+        faust-streaming can stall while restoring partitions taken over from a killed worker ("No event
+        received for active tp ... since recovery start"); a fresh process recovers them normally.
+        """
+        recovery = self.app.tables.recovery
+        if not recovery.in_recovery:
+            self._recovery_progress = None
+            return
+        remaining = recovery.active_remaining_total()
+        now = time.monotonic()
+        if self._recovery_progress is None or self._recovery_progress[1] != remaining:
+            self._recovery_progress = (now, remaining)
+            return
+        stalled = now - self._recovery_progress[0]
+        if stalled >= self.s.recovery_stall_s:
+            log.error(
+                "table recovery made no progress for %.0f s (%d changes left): restarting", stalled, remaining
+            )
+            restart_process()
 
     # -- stage 1 -------------------------------------------------------------------------------------
 
@@ -148,16 +174,15 @@ class Worker:
             for p in owned
         }
         grouped: dict[int, list[tuple[str, dict]]] = defaultdict(list)
-        invalid: dict[int, dict] = {}
+        metas: dict[int, dict] = {}
         for key, raw in self.joins.items():
             value = orjson.loads(raw)
-            if key.startswith(b"__invalid__|"):
-                p = int(key.split(b"|")[1])
-                invalid[p] = value
+            if key.startswith(META_KEY_PREFIX):
+                metas[int(key[len(META_KEY_PREFIX) :])] = value
             else:
                 grouped[value["p"]].append((key, value))
         for p, state in self.parts.items():
-            n = state.rebuild(grouped.get(p, ()), invalid.get(p))
+            n = state.rebuild(grouped.get(p, ()), metas.get(p))
             log.info("stage 1 partition %d rebuilt from %d join entries", p, n)
         self.stale = False
 
@@ -236,12 +261,16 @@ class Worker:
         count: bool = True,
     ) -> None:
         """Dead-letter an input and count it in the window of its arrival (the partition's invalid tally)."""
-        key = invalid_record_key(msg.partition).encode()
+        key = meta_record_key(msg.partition)
         before = self._get(key)
         topic_tag = join.PRED_TOPIC if msg.topic == self.pred_name else join.GT_TOPIC
         if before is not None and before["o"].get(topic_tag, -1) >= msg.offset:
             return  # a replay of an input already counted and dead-lettered
-        after = {"o": dict(before["o"]) if before else {}, "c": dict(before["c"]) if before else {}}
+        after = {
+            "o": dict(before["o"]) if before else {},
+            "c": dict(before["c"]) if before else {},
+            "wm": before.get("wm") if before else None,
+        }
         after["o"][topic_tag] = msg.offset
         window = state.window_of(msg.timestamp)
         if count and not state.is_final(window):
@@ -283,9 +312,13 @@ class Worker:
         heartbeat = orjson.dumps({"hb": state.partition, "wm": wm, "n": self.n_inputs})
         for q in range(self.s.output_partitions):
             sends.append(await self.partials.send(key=None, value=heartbeat, partition=q))
-        if settled:
-            # Delete settled entries only once their final snapshots are acknowledged: until then a crash
-            # must still be able to rebuild those windows from the table.
+        meta_key = meta_record_key(state.partition)
+        meta_before = self._get(meta_key)
+        meta = state.meta_update(meta_before)
+        prunes = meta is not None and meta_before is not None and len(meta["c"]) < len(meta_before["c"])
+        if settled or prunes:
+            # Delete settled entries and closed windows' tallies only once the final snapshots are
+            # acknowledged: until then a crash must still be able to rebuild those windows from the table.
             await asyncio.gather(*sends)
             for request_id in settled:
                 entry = self._get(request_id)
@@ -294,6 +327,8 @@ class Worker:
                     and join.settles_at(entry, self.s.window_s, self.s.join_horizon_s) <= state.watermark
                 ):
                     del self.joins[request_id]
+        if meta is not None:
+            self.joins[meta_key] = orjson.dumps(meta)
 
     async def send_ticks(self) -> None:
         wall = orjson.dumps({"wall": time.time()})
@@ -310,11 +345,13 @@ class Worker:
             if tp.topic == self.partials.get_topic_name()
         }
         self.window_index = defaultdict(dict)
+        self.series = defaultdict(dict)
         for key, raw in self.windows.items():
             value = orjson.loads(raw)
             q = value.get("q")
             if q in owned:
                 self.window_index[q][key] = (value["w"], value["fin"])
+                self.series[(value["m"], value["v"])][key] = value["w"]
                 if not value["fin"]:
                     self.dirty_windows.add(key)
         self.stage2_stale = False
@@ -344,6 +381,7 @@ class Worker:
         updated["q"] = q
         self.windows[key] = orjson.dumps(updated)
         self.window_index[q][key] = (updated["w"], False)
+        self.series[(updated["m"], updated["v"])][key] = updated["w"]
         self.dirty_windows.add(key)
 
     async def finalize_due(self, q: int, partitions: int) -> None:
@@ -360,6 +398,8 @@ class Worker:
                 if window + span + self.s.join_horizon_s <= low:
                     del self.windows[key]  # the tombstone outlived any replay that could still arrive
                     del index[key]
+                    for series in self.series.values():
+                        series.pop(key, None)
                 continue
             raw = self.windows.get(key)
             if raw is None:
@@ -377,20 +417,38 @@ class Worker:
             self.counts["stage2:final_windows"] += 1
 
     async def emit_metrics(self) -> None:
+        """Publish every changed window, then the rolling views of the model versions they belong to."""
         if not self.dirty_windows:
             return
         keys, self.dirty_windows = self.dirty_windows, set()
         now = time.time()
+        changed_series = set()
         for key in sorted(keys):
             raw = self.windows.get(key)
             if raw is None:
                 continue
             value = orjson.loads(raw)
+            changed_series.add((value["m"], value["v"]))
             if value["fin"]:
                 continue
             metric = rollup.metric_event(value, self.s.window_s, now)
             if metric is not None:
                 await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
+        longest = max(view_s for _, view_s in rollup.ROLLING_VIEWS)
+        for series_key in sorted(changed_series, key=lambda k: (k[0], k[1] or "")):
+            series = self.series.get(series_key, {})
+            if not series:
+                continue
+            newest = max(series.values())
+            values = []
+            for key, window in series.items():
+                raw = self.windows.get(key) if window + longest > newest else None
+                if raw is not None:
+                    values.append(orjson.loads(raw))
+            for view, view_s in rollup.ROLLING_VIEWS:
+                event = rollup.rolling_event(values, view, view_s, self.s.window_s, now)
+                if event is not None:
+                    await self.metrics_topic.send(key=series_key[0].encode(), value=orjson.dumps(event))
 
 
 def _model_hint(raw: bytes | None) -> str | None:
@@ -405,6 +463,15 @@ def _model_hint(raw: bytes | None) -> str | None:
     if isinstance(model, str) and 0 < len(model) <= 128 and all(c.isalnum() or c in "._-" for c in model):
         return model
     return None
+
+
+def restart_process() -> None:
+    """Replace this process with a fresh copy of itself (same command line and environment)."""
+    import os
+    import sys
+
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:

@@ -59,6 +59,7 @@ def stream_settings(settings: Settings, **extra: Any) -> Settings:
         emit_interval_s=1.0,
         tick_interval_s=0.5,
         session_timeout_s=6.0,
+        recovery_stall_s=15.0,
         **extra,
     )
 
@@ -446,25 +447,77 @@ def wait_for_lag_zero(settings: Settings, timeout_s: float = 120) -> None:
     raise AssertionError(f"the worker group did not catch up within {timeout_s} s")
 
 
-def collect_finals(settings: Settings, expected: set, timeout_s: float = 180) -> dict:
-    """Final metric events by (model, version, window start); fails on two different finals for one window."""
+def collect_finals(settings: Settings, expected: set, timeout_s: float = 180) -> tuple[dict, dict]:
+    """Final metric events by (model, version, window start), and the newest rolling view events by
+    (model, version, view). Fails on two different finals for one window."""
     cons = consumer(settings, group_id=f"finals-{time.time_ns()}")
     cons.subscribe([topic_name(settings, "model-metrics")])
     finals: dict[tuple, dict] = {}
+    rolling: dict[tuple, dict] = {}
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not expected <= set(finals):
+    grace_until = None
+    while time.monotonic() < (grace_until or deadline):
         for msg in cons.consume(500, timeout=1.0):
             if msg.error() is not None:
                 continue
             event = orjson.loads(msg.value())
+            if event["view"] != "window":
+                key = (event["model"], event["model_version"], event["view"])
+                order = (event["window"]["end"], event["revision"])
+                old = rolling.get(key)
+                if old is None or (old["window"]["end"], old["revision"]) <= order:
+                    rolling[key] = event
+                continue
             if not event["final"]:
                 continue
             key = (event["model"], event["model_version"], _epoch(event["window"]["start"]))
             if key in finals:
                 assert _strip(finals[key]) == _strip(event), f"two different final revisions for {key}"
             finals[key] = event
+        if grace_until is None and expected <= set(finals):
+            grace_until = time.monotonic() + 3.0  # the rolling views of the last changes follow
     cons.close()
-    return finals
+    return finals, rolling
+
+
+def check_rolling(expected: dict, rolling: dict) -> list[str]:
+    """Each model version's 5-minute view covers the whole test stream: it must equal the oracle's totals."""
+    errs = []
+    series: dict[tuple, list[dict]] = defaultdict(list)
+    for (model, version, _), facts in expected.items():
+        if model in ("clf", "reg"):
+            series[(model, version)].append(facts)
+    for (model, version), parts in series.items():
+        event = rolling.get((model, version, "5m"))
+        if event is None:
+            errs.append(f"no rolling 5m view for {model} {version}")
+            continue
+        preds = sum(len(f.get("predictions", [])) for f in parts)
+        outcomes = [o for f in parts for o in f.get("outcomes", [])]
+        if event["traffic"]["predictions"] != preds:
+            errs.append(
+                f"rolling {model} {version}: {event['traffic']['predictions']} predictions, want {preds}"
+            )
+        if event["labels"]["labelled"] != len(outcomes):
+            errs.append(
+                f"rolling {model} {version}: {event['labels']['labelled']} labelled, want {len(outcomes)}"
+            )
+        if model == "clf" and outcomes:
+            want = float(
+                accuracy_score(
+                    [str(lab) for _, lab, _ in outcomes], [str(p["prediction"]) for p, _, _ in outcomes]
+                )
+            )
+            if not _close(event["classification"]["accuracy"], want):
+                errs.append(
+                    f"rolling {model} {version}: accuracy {event['classification']['accuracy']}, want {want}"
+                )
+        if model == "reg" and outcomes:
+            y = np.array([float(lab) for _, lab, _ in outcomes])
+            yhat = np.array([float(p["prediction"]) for p, _, _ in outcomes])
+            if not _close(event["regression"]["mae"], float(mean_absolute_error(y, yhat))):
+                errs.append(f"rolling {model} {version}: mae {event['regression']['mae']}")
+    return errs
 
 
 def _strip(event: dict) -> dict:

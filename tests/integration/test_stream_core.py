@@ -17,6 +17,7 @@ from modelmon.topics import create_topics
 from .streamcheck import (
     CLOSER_MODEL,
     WorkerProcess,
+    check_rolling,
     check_window,
     closers,
     collect_dead_letters,
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 def _verify(settings, stream, workers) -> None:
     expected, dead = oracle(settings, stream)
-    finals = collect_finals(settings, set(expected))
+    finals, rolling = collect_finals(settings, set(expected))
     logs = "\n".join(w.log_tail() for w in workers)
     missing = set(expected) - set(finals)
     assert not missing, f"no final metric event for {sorted(missing)[:5]}\n{logs}"
@@ -44,6 +45,8 @@ def _verify(settings, stream, workers) -> None:
         validate_output("model-metrics", finals[key])
         errors += check_window(key, facts, finals[key])
     assert not errors, "\n".join(errors[:30])
+    rolling_errors = check_rolling(expected, rolling)
+    assert not rolling_errors, "\n".join(rolling_errors)
     letters = collect_dead_letters(settings, len(dead))
     for letter in letters:
         validate_output("dead-letter", letter)

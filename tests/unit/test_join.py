@@ -248,3 +248,49 @@ def test_windows_close_once_after_the_horizon():
     final = state.flush()
     assert [(s.window, s.final) for s in final] == [(960.0, True)]
     assert state.accs == {} and state.flush() == []
+
+
+@pytest.mark.parametrize("gap", [HORIZON + 1, -(HORIZON + 1)])
+def test_pairs_beyond_the_horizon_do_not_join_in_either_order(gap):
+    events = [
+        ("p", 0, "r", pred("r", "a", 1000.0)),
+        ("g", 0, "r", label("r", "a", 1000.0 + gap)),
+        ("g", 1, "r", label("r", "a", 1000.0 + gap)),  # its duplicate
+    ]
+    results = []
+    for order in (events, [events[1], events[2], events[0]]):
+        table: dict = {}
+        state = new_state()
+        for event in order:
+            apply(table, state, event)
+        results.append(join.effects(table["r"], WINDOW))
+    assert results[0] == results[1]
+    assert ("out", "m1", "v1", 960.0) not in results[0]
+    assert results[0][("cnt", "m1", "v1", 960.0, "late_labels")] == 2
+    assert results[0][("cnt", "m1", "v1", 960.0, "unmatched_predictions")] == 1
+
+
+def test_partition_record_keeps_the_watermark_and_drops_closed_tallies():
+    state = new_state()
+    state.observe(1000.0, wall=0.0)
+    meta = {"o": {"p": 7}, "c": {"m1|960.0|not_json": 2, "m1|1020.0|schema": 1}}
+    state.apply_invalid(None, meta)
+    assert state.meta_update(meta) == {"o": {"p": 7}, "c": meta["c"], "wm": 1000.0}
+    state.observe(960.0 + WINDOW + HORIZON, wall=1.0)  # window 960 closes, 1020 stays open
+    updated = state.meta_update(meta)
+    assert updated["c"] == {"m1|1020.0|schema": 1} and updated["wm"] == 960.0 + WINDOW + HORIZON
+    rebuilt = new_state()
+    rebuilt.rebuild([], updated)
+    assert rebuilt.watermark == updated["wm"]
+    assert rebuilt.accs[("m1", None, 1020.0)].counters == {"invalid:schema": 1}
+
+
+def test_an_idle_partition_that_never_saw_an_event_starts_at_the_clock():
+    state = PartitionState(0, WINDOW, HORIZON, epoch=1, idle_advance_s=5.0)
+    state.tick(100.0)
+    state.tick(104.0)
+    assert state.watermark == float("-inf")
+    state.tick(106.0)
+    assert state.watermark == 106.0
+    state.tick(108.0)
+    assert state.watermark == 108.0

@@ -1,0 +1,45 @@
+"""The recovery watchdog restarts the worker only when table recovery stops making progress."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from modelmon import worker as worker_module
+from modelmon.settings import Settings
+
+
+def test_restarts_only_after_a_stall(monkeypatch, tmp_path):
+    w = worker_module.Worker(Settings(home=str(tmp_path), recovery_stall_s=10.0), input_partitions=8)
+    clock = [1000.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+    restarts = []
+    monkeypatch.setattr(worker_module, "restart_process", lambda: restarts.append(clock[0]))
+    state = SimpleNamespace(in_recovery=True, remaining=500)
+    fake = SimpleNamespace(active_remaining_total=lambda: state.remaining)
+    monkeypatch.setattr(
+        type(w.app.tables),
+        "recovery",
+        property(
+            lambda self: SimpleNamespace(
+                in_recovery=state.in_recovery, active_remaining_total=fake.active_remaining_total
+            )
+        ),
+    )
+
+    def step(seconds: float, remaining: int, in_recovery: bool = True) -> None:
+        clock[0] += seconds
+        state.remaining, state.in_recovery = remaining, in_recovery
+        asyncio.run(w.watch_recovery())
+
+    step(0, 500)
+    step(5, 400)  # progress
+    step(5, 300)
+    step(9, 300)  # 9 s without progress: wait
+    assert restarts == []
+    step(2, 300)  # 11 s: stalled
+    assert len(restarts) == 1
+    step(5, 0, in_recovery=False)  # recovery over: the clock resets
+    step(5, 50, in_recovery=True)
+    step(9, 50)
+    assert len(restarts) == 1

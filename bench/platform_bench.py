@@ -56,16 +56,27 @@ def broker_start_times(settings: Settings, runs: int = 3) -> list[float]:
 
 def sdk_throughput(settings: Settings, n: int) -> tuple[float, float]:
     """log_prediction calls per second including validation and the final flush; mean payload bytes."""
-    cfg = SimConfig(models=3, rate=1000, count=n, seed=7, invalid_fraction=0, duplicate_fraction=0,
-                    label_fraction=0).resolved()
+    cfg = SimConfig(
+        models=3, rate=1000, count=n, seed=7, invalid_fraction=0, duplicate_fraction=0, label_fraction=0
+    ).resolved()
     preds = [e.payload for e in generate(cfg) if e.kind == "prediction"][:n]
     size = statistics.mean(len(orjson.dumps(p)) for p in preds)
     with MonitorClient(settings) as mon:
         t0 = time.perf_counter()
         for p in preds:
-            mon.log_prediction(p["request_id"], p["model"], p["prediction"], model_version=p["model_version"],
-                               ts=p["ts"], task=p["task"], scores=p.get("scores"), latency_ms=p["latency_ms"],
-                               features=p["features"], segment=p["segment"], error=p.get("error"))
+            mon.log_prediction(
+                p["request_id"],
+                p["model"],
+                p["prediction"],
+                model_version=p["model_version"],
+                ts=p["ts"],
+                task=p["task"],
+                scores=p.get("scores"),
+                latency_ms=p["latency_ms"],
+                features=p["features"],
+                segment=p["segment"],
+                error=p.get("error"),
+            )
         mon.flush()
         elapsed = time.perf_counter() - t0
     return len(preds) / elapsed, size
@@ -77,8 +88,13 @@ def worker_throughput(settings: Settings, n: int) -> dict:
 
     from modelmon.kafka_clients import admin_client, consumer
 
-    cfg = SimConfig(models=3, rate=2000, count=n, seed=11, label_delay=__import__(
-        "modelmon.simulate", fromlist=["LabelDelay"]).LabelDelay(median_s=5, max_s=60)).resolved()
+    cfg = SimConfig(
+        models=3,
+        rate=2000,
+        count=n,
+        seed=11,
+        label_delay=__import__("modelmon.simulate", fromlist=["LabelDelay"]).LabelDelay(median_s=5, max_s=60),
+    ).resolved()
     sizes = []
     with MonitorClient(settings, validate=False) as mon:
         for event in generate(cfg):
@@ -90,8 +106,12 @@ def worker_throughput(settings: Settings, n: int) -> dict:
     env.update({var.name: str(getattr(settings, var.attr)) for var in ENV_VARS})
     log = (HOME / "bench-worker.log").open("wb")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "modelmon.cli", "worker", "--loglevel", "warn"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelmon.cli", "worker", "--loglevel", "warn"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     ps = psutil.Process(proc.pid)
     peak = 0
     admin = admin_client(settings)
@@ -104,7 +124,9 @@ def worker_throughput(settings: Settings, n: int) -> dict:
         peak = max(peak, ps.memory_info().rss)
         try:
             res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.app_id, tps)])
-            got = {(tp.topic, tp.partition): tp.offset for tp in res[settings.app_id].result(10).topic_partitions}
+            got = {
+                (tp.topic, tp.partition): tp.offset for tp in res[settings.app_id].result(10).topic_partitions
+            }
         except Exception:  # noqa: BLE001 - the group may not exist yet
             got = {}
         if got and all(got.get(k, -1) >= v for k, v in ends.items()):
@@ -117,13 +139,20 @@ def worker_throughput(settings: Settings, n: int) -> dict:
     if done_at is None:
         raise SystemExit("the worker did not finish within 20 minutes")
     elapsed = done_at - t0
-    return {"events": total, "elapsed_s": elapsed, "rate": total / elapsed, "peak_rss_mb": peak / 2**20,
-            "mean_bytes": statistics.mean(sizes)}
+    return {
+        "events": total,
+        "elapsed_s": elapsed,
+        "rate": total / elapsed,
+        "peak_rss_mb": peak / 2**20,
+        "mean_bytes": statistics.mean(sizes),
+    }
 
 
 def machine() -> str:
-    return (f"{platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-            f"Python {platform.python_version()}, modelmon {__version__}, Apache Kafka 4.2.0 (local, same host)")
+    return (
+        f"{platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"Python {platform.python_version()}, modelmon {__version__}, Apache Kafka 4.2.0 (local, same host)"
+    )
 
 
 def write_section(text: str) -> None:
@@ -149,15 +178,24 @@ def main() -> None:
     settings = bench_settings()
     starts = broker_start_times(settings)
     print(f"broker cold start (jars cached): {', '.join(f'{t:.2f}' for t in starts)} s")
-    create_topics(settings)
-    sdk_rate, sdk_size = sdk_throughput(settings.with_(topic_prefix="sdk."), args.events)
+    sdk_settings = settings.with_(topic_prefix="sdk.")
+    create_topics(sdk_settings)
+    sdk_rate, sdk_size = sdk_throughput(sdk_settings, args.events)
     print(f"SDK log_prediction: {sdk_rate:,.0f} events/s ({sdk_size:.0f}-byte payloads)")
-    wsettings = settings.with_(topic_prefix="wk.", app_id="bench-worker", store="rocksdb", join_horizon_s=120,
-                               window_s=60, worker_id="bench")
+    wsettings = settings.with_(
+        topic_prefix="wk.",
+        app_id="bench-worker",
+        store="rocksdb",
+        join_horizon_s=120,
+        window_s=60,
+        worker_id="bench",
+    )
     create_topics(wsettings)
     w = worker_throughput(wsettings, args.events)
-    print(f"worker: {w['events']:,} input events in {w['elapsed_s']:.1f} s = {w['rate']:,.0f} events/s "
-          f"(mean {w['mean_bytes']:.0f} B), peak RSS {w['peak_rss_mb']:.0f} MiB")
+    print(
+        f"worker: {w['events']:,} input events in {w['elapsed_s']:.1f} s = {w['rate']:,.0f} events/s "
+        f"(mean {w['mean_bytes']:.0f} B), peak RSS {w['peak_rss_mb']:.0f} MiB"
+    )
     LocalBroker(settings, log=lambda m: None).stop()
     write_section(
         "## Platform (bench/platform_bench.py)\n\n"

@@ -29,7 +29,7 @@ from modelmon import __version__  # noqa: E402
 from modelmon.broker import LocalBroker  # noqa: E402
 from modelmon.client import MonitorClient  # noqa: E402
 from modelmon.settings import ENV_VARS, Settings  # noqa: E402
-from modelmon.simulate import SimConfig, generate  # noqa: E402
+from modelmon.simulate import LabelDelay, SimConfig, generate  # noqa: E402
 from modelmon.topics import create_topics, topic_name  # noqa: E402
 
 HOME = ROOT / ".modelmon-bench"
@@ -83,7 +83,7 @@ def sdk_throughput(settings: Settings, n: int) -> tuple[float, float]:
 
 
 def worker_throughput(settings: Settings, n: int) -> dict:
-    """Preload n predictions (+ their labels) and time one worker from empty state until it has consumed them."""
+    """Preload n predictions (+ labels); time one worker from empty state until it has consumed them."""
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
     from modelmon.kafka_clients import admin_client, consumer
@@ -93,7 +93,7 @@ def worker_throughput(settings: Settings, n: int) -> dict:
         rate=2000,
         count=n,
         seed=11,
-        label_delay=__import__("modelmon.simulate", fromlist=["LabelDelay"]).LabelDelay(median_s=5, max_s=60),
+        label_delay=LabelDelay(median_s=5, max_s=60),
     ).resolved()
     sizes = []
     with MonitorClient(settings, validate=False) as mon:
@@ -127,7 +127,7 @@ def worker_throughput(settings: Settings, n: int) -> dict:
             got = {
                 (tp.topic, tp.partition): tp.offset for tp in res[settings.app_id].result(10).topic_partitions
             }
-        except Exception:  # noqa: BLE001 - the group may not exist yet
+        except Exception:
             got = {}
         if got and all(got.get(k, -1) >= v for k, v in ends.items()):
             done_at = time.perf_counter()

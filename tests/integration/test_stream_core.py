@@ -92,6 +92,16 @@ def test_one_worker_matches_the_oracle(stream_env):
     _verify(settings, stream, workers)
 
 
+def test_two_workers_match_the_oracle(stream_env):
+    settings, workers, tmp = stream_env
+    mem = settings.with_(store="memory")
+    workers.append(WorkerProcess(mem, "w1", tmp).start())
+    workers.append(WorkerProcess(mem, "w2", tmp).start())
+    stream = make_stream(seed=4)
+    _run(settings, stream, workers)
+    _verify(settings, stream, workers)
+
+
 def test_two_workers_match_the_oracle_and_survive_kill9(stream_env):
     settings, workers, tmp = stream_env
     mem = settings.with_(store="memory")

@@ -19,6 +19,7 @@ from confluent_kafka.admin import NewTopic
 
 from modelmon.client import DeliveryError, MonitorClient
 from modelmon.kafka_clients import admin_client
+from modelmon.schemas import validate_prediction
 from modelmon.topics import (
     ALL_TOPICS,
     CoPartitionError,
@@ -181,3 +182,77 @@ def test_sdk_surfaces_delivery_failures(settings):
         mon.flush(20)
     assert mon.failed == 1 and errors and errors[0][1] == b"lost-1"
     mon.flush(5)  # reported once
+
+
+def test_simulated_events_are_readable_with_kcat(settings):
+    """`modelmon simulate` output read back by an independent client (Debian's kcat)."""
+    create_topics(settings)
+    sim = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelmon.cli",
+            "simulate",
+            "--count",
+            "300",
+            "--no-realtime",
+            "--seed",
+            "5",
+            "--quiet",
+            "--invalid-fraction",
+            "0",
+        ],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sim.returncode == 0, sim.stderr
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat is installed by `make test` (make system-deps)"
+    out = subprocess.run(
+        [
+            kcat,
+            "-b",
+            settings.bootstrap,
+            "-C",
+            "-t",
+            topic_name(settings, "predictions"),
+            "-e",
+            "-q",
+            "-f",
+            "%k\t%s\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [line for line in out.stdout.splitlines() if line]
+    assert len(lines) >= 300
+    for line in lines:
+        key, value = line.split("\t", 1)
+        event = validate_prediction(orjson.loads(value))
+        assert event.request_id == key
+
+
+def test_worker_refuses_topics_that_are_not_copartitioned(settings):
+    admin = admin_client(settings)
+    futures = admin.create_topics(
+        [
+            NewTopic(topic_name(settings, "predictions"), 6, 1),
+            NewTopic(topic_name(settings, "ground-truth"), 3, 1),
+        ]
+    )
+    for fut in futures.values():
+        fut.result(30)
+    wait_for_topics(settings, [topic_name(settings, "predictions"), topic_name(settings, "ground-truth")])
+    out = subprocess.run(
+        [sys.executable, "-m", "modelmon.cli", "worker"],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert "6 partitions" in out.stderr and "has 3" in out.stderr

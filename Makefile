@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv system-deps demo test test-unit test-integration lint format broker-start broker-stop clean
+.PHONY: all venv system-deps demo test test-unit test-integration bench lint format broker-start broker-stop clean
 
 all: test
 
@@ -35,6 +35,11 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP) system-deps
 	$(PY) -m pytest tests/integration
+
+# Benchmarks print their figures and rewrite their sections of docs/benchmarks.md.
+bench: $(STAMP) system-deps
+	$(PY) bench/platform_bench.py
+	$(PY) bench/throughput.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(wildcard app tests bench)

@@ -10,35 +10,32 @@ shown; the machine line says where they were taken.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import orjson
-import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modelmon import __version__  # noqa: E402
-from modelmon.broker import LocalBroker  # noqa: E402
-from modelmon.client import MonitorClient  # noqa: E402
-from modelmon.settings import ENV_VARS, Settings  # noqa: E402
-from modelmon.simulate import LabelDelay, SimConfig, generate  # noqa: E402
-from modelmon.topics import create_topics, topic_name  # noqa: E402
+from bench.common import (
+    HOME,
+    bench_settings,
+    machine,
+    modelmon_worker_cmd,
+    preload,
+    time_group,
+    worker_env,
+    write_section,
+)
 
-HOME = ROOT / ".modelmon-bench"
-
-
-def bench_settings(**changes) -> Settings:
-    env = {k: v for k, v in os.environ.items() if k.startswith("MODELMON_CACHE")}
-    env.update(MODELMON_HOME=str(HOME), MODELMON_BROKER_PORT="19492", MODELMON_CONTROLLER_PORT="19493")
-    return Settings.from_env(env).with_(**changes)
+from modelmon.broker import LocalBroker
+from modelmon.client import MonitorClient
+from modelmon.settings import Settings
+from modelmon.simulate import SimConfig, generate
+from modelmon.topics import create_topics
 
 
 def broker_start_times(settings: Settings, runs: int = 3) -> list[float]:
@@ -84,90 +81,17 @@ def sdk_throughput(settings: Settings, n: int) -> tuple[float, float]:
 
 def worker_throughput(settings: Settings, n: int) -> dict:
     """Preload n predictions (+ labels); time one worker from empty state until it has consumed them."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
-    from modelmon.kafka_clients import admin_client, consumer
-
-    cfg = SimConfig(
-        models=3,
-        rate=2000,
-        count=n,
-        seed=11,
-        label_delay=LabelDelay(median_s=5, max_s=60),
-    ).resolved()
-    sizes = []
-    with MonitorClient(settings, validate=False) as mon:
-        for event in generate(cfg):
-            value = event.value()
-            sizes.append(len(value))
-            mon.send_raw(event.topic, event.key, value)
-    total = len(sizes)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
-    env.update({var.name: str(getattr(settings, var.attr)) for var in ENV_VARS})
-    log = (HOME / "bench-worker.log").open("wb")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelmon.cli", "worker", "--loglevel", "warn"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    total, mean_bytes = preload(settings, n)
+    run = time_group(
+        modelmon_worker_cmd(), worker_env(settings), settings, settings.app_id, HOME / "bench-worker.log"
     )
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    admin = admin_client(settings)
-    cons = consumer(settings, group_id="bench-lag")
-    topics = [topic_name(settings, "predictions"), topic_name(settings, "ground-truth")]
-    tps = [TopicPartition(t, p) for t in topics for p in range(settings.input_partitions)]
-    ends = {(tp.topic, tp.partition): cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
-    done_at = None
-    while time.perf_counter() - t0 < 1200:
-        peak = max(peak, ps.memory_info().rss)
-        try:
-            res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.app_id, tps)])
-            got = {
-                (tp.topic, tp.partition): tp.offset for tp in res[settings.app_id].result(10).topic_partitions
-            }
-        except Exception:
-            got = {}
-        if got and all(got.get(k, -1) >= v for k, v in ends.items()):
-            done_at = time.perf_counter()
-            break
-        time.sleep(0.25)
-    proc.terminate()
-    proc.wait(30)
-    cons.close()
-    if done_at is None:
-        raise SystemExit("the worker did not finish within 20 minutes")
-    elapsed = done_at - t0
     return {
         "events": total,
-        "elapsed_s": elapsed,
-        "rate": total / elapsed,
-        "peak_rss_mb": peak / 2**20,
-        "mean_bytes": statistics.mean(sizes),
+        "elapsed_s": run.elapsed_s,
+        "rate": total / run.elapsed_s,
+        "peak_rss_mb": run.peak_rss_mb,
+        "mean_bytes": mean_bytes,
     }
-
-
-def machine() -> str:
-    return (
-        f"{platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-        f"Python {platform.python_version()}, modelmon {__version__}, Apache Kafka 4.2.0 (local, same host)"
-    )
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    path.parent.mkdir(exist_ok=True)
-    head = "# Benchmarks\n\nFigures written by the scripts in bench/; rerun them to refresh a section.\n"
-    current = path.read_text() if path.exists() else head
-    start, end = "<!-- platform:start -->", "<!-- platform:end -->"
-    block = f"{start}\n{text}\n{end}"
-    if start in current:
-        before, rest = current.split(start, 1)
-        current = before + block + rest.split(end, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(current)
 
 
 def main() -> None:
@@ -198,6 +122,7 @@ def main() -> None:
     )
     LocalBroker(settings, log=lambda m: None).stop()
     write_section(
+        "platform",
         "## Platform (bench/platform_bench.py)\n\n"
         f"Machine: {machine()}.\n\n"
         "| figure | value |\n|---|---|\n"
@@ -208,7 +133,7 @@ def main() -> None:
         f"| one worker from empty state (rocksdict), 8 partitions, {w['events']:,} input events "
         f"(predictions + labels + duplicates + invalid) | {w['rate']:,.0f} events/s, "
         f"{w['elapsed_s']:.1f} s, mean {w['mean_bytes']:.0f} B/event |\n"
-        f"| peak RSS of that worker | {w['peak_rss_mb']:.0f} MiB |\n"
+        f"| peak RSS of that worker | {w['peak_rss_mb']:.0f} MiB |\n",
     )
 
 

@@ -99,6 +99,9 @@ class Worker:
             broker_commit_every=2000,
             broker_commit_interval=1.0,
             stream_wait_empty=False,
+            # Far above what one fetch brings in: Faust's per-partition back-pressure (pausing a partition
+            # whose buffer is "full") has been seen to leave partitions paused across rebalances.
+            stream_buffer_maxsize=65536,
         )
         app = self.app
         self.pred_name = topic_name(settings, "predictions")
@@ -133,7 +136,9 @@ class Worker:
         app.timer(settings.tick_interval_s)(self.send_ticks)
         app.timer(settings.emit_interval_s)(self.emit_metrics)
         app.timer(5.0)(self.watch_recovery)
+        app.timer(10.0)(self.log_progress)
         self._recovery_progress: tuple[float, int] | None = None
+        self._last_stage1: float | None = None
         app.on_partitions_assigned.connect(self._on_rebalance)
         app.on_partitions_revoked.connect(self._on_rebalance)
 
@@ -141,26 +146,46 @@ class Worker:
         self.stale = True
         self.stage2_stale = True
 
+    async def log_progress(self) -> None:
+        """One info line of verdict counts every 10 s: what this worker has been doing."""
+        log.info("progress: %s", ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())))
+
     async def watch_recovery(self) -> None:
-        """Restart this process when changelog recovery stops making progress.
+        """Restart this process when recovery or stage-1 processing stops making progress.
 
         faust-streaming can stall while restoring partitions taken over from a killed worker ("No event
-        received for active tp ... since recovery start"); a fresh process recovers them normally.
+        received for active tp ... since recovery start"), and has been seen to stop delivering events
+        after such a rebalance. Ticks reach every owned partition each MODELMON_TICK_INTERVAL_S, so a
+        healthy worker always has stage-1 events. A fresh process recovers normally, and restarts are
+        exact by design (see docs/architecture.md), so the watchdog restarts; it first logs every
+        asyncio task's stack for diagnosis.
         """
         recovery = self.app.tables.recovery
-        if not recovery.in_recovery:
-            self._recovery_progress = None
-            return
-        remaining = recovery.active_remaining_total()
         now = time.monotonic()
-        if self._recovery_progress is None or self._recovery_progress[1] != remaining:
-            self._recovery_progress = (now, remaining)
+        if recovery.in_recovery:
+            remaining = recovery.active_remaining_total()
+            if self._recovery_progress is None or self._recovery_progress[1] != remaining:
+                self._recovery_progress = (now, remaining)
+                return
+            stalled = now - self._recovery_progress[0]
+            if stalled >= self.s.recovery_stall_s:
+                log.error(
+                    "table recovery made no progress for %.0f s (%d changes left): restarting",
+                    stalled,
+                    remaining,
+                )
+                restart_process()
             return
-        stalled = now - self._recovery_progress[0]
-        if stalled >= self.s.recovery_stall_s:
-            log.error(
-                "table recovery made no progress for %.0f s (%d changes left): restarting", stalled, remaining
-            )
+        self._recovery_progress = None
+        owns_inputs = any(tp.topic == self.ticks_name for tp in self.app.consumer.assignment())
+        if self._last_stage1 is None or not owns_inputs:
+            self._last_stage1 = now
+            return
+        idle = now - self._last_stage1
+        if idle >= self.s.recovery_stall_s + 10 * self.s.tick_interval_s:
+            log.error("stage 1 processed no event (not even a tick) for %.0f s: restarting", idle)
+            for task in asyncio.all_tasks():
+                log.error("task %r:\n%s", task.get_name(), "".join(_format_stack(task)))
             restart_process()
 
     # -- stage 1 -------------------------------------------------------------------------------------
@@ -200,6 +225,7 @@ class Worker:
             await self.on_input(event)
 
     async def on_input(self, event: EventT) -> None:
+        self._last_stage1 = time.monotonic()
         msg = event.message
         state = self._state(msg.partition)
         if msg.topic == self.ticks_name:
@@ -463,6 +489,14 @@ def _model_hint(raw: bytes | None) -> str | None:
     if isinstance(model, str) and 0 < len(model) <= 128 and all(c.isalnum() or c in "._-" for c in model):
         return model
     return None
+
+
+def _format_stack(task: asyncio.Task) -> list[str]:
+    import io
+
+    out = io.StringIO()
+    task.print_stack(file=out)
+    return [out.getvalue()]
 
 
 def restart_process() -> None:

@@ -15,6 +15,9 @@ def test_restarts_only_after_a_stall(monkeypatch, tmp_path):
     monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
     restarts = []
     monkeypatch.setattr(worker_module, "restart_process", lambda: restarts.append(clock[0]))
+    monkeypatch.setattr(
+        type(w.app), "consumer", property(lambda self: SimpleNamespace(assignment=lambda: []))
+    )
     state = SimpleNamespace(in_recovery=True, remaining=500)
     fake = SimpleNamespace(active_remaining_total=lambda: state.remaining)
     monkeypatch.setattr(
@@ -42,4 +45,36 @@ def test_restarts_only_after_a_stall(monkeypatch, tmp_path):
     step(5, 0, in_recovery=False)  # recovery over: the clock resets
     step(5, 50, in_recovery=True)
     step(9, 50)
+    assert len(restarts) == 1
+
+
+def test_restarts_when_stage1_stops(monkeypatch, tmp_path):
+    w = worker_module.Worker(
+        Settings(home=str(tmp_path), recovery_stall_s=10.0, tick_interval_s=1.0), input_partitions=8
+    )
+    clock = [1000.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+    restarts = []
+    monkeypatch.setattr(worker_module, "restart_process", lambda: restarts.append(clock[0]))
+    monkeypatch.setattr(
+        type(w.app.tables),
+        "recovery",
+        property(lambda self: SimpleNamespace(in_recovery=False, active_remaining_total=lambda: 0)),
+    )
+    owned = [SimpleNamespace(topic=w.ticks_name, partition=0)]
+    monkeypatch.setattr(
+        type(w.app), "consumer", property(lambda self: SimpleNamespace(assignment=lambda: owned))
+    )
+
+    def at(seconds: float) -> None:
+        clock[0] += seconds
+        asyncio.run(w.watch_recovery())
+
+    at(0)  # starts the clock
+    at(15)
+    assert restarts == []  # 15 s < 10 s stall + 10 ticks
+    w._last_stage1 = clock[0]  # an event arrived
+    at(19)
+    assert restarts == []
+    at(2)
     assert len(restarts) == 1

@@ -1,0 +1,151 @@
+"""Shared parts of the benchmarks: a local broker of their own, preloading, timing a consumer group.
+
+Every benchmark runs against the real local Kafka broker on ports 19492/19493 (state in .modelmon-bench/)
+and writes its figures into a marked section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+HOME = ROOT / ".modelmon-bench"
+
+from modelmon import __version__  # noqa: E402
+from modelmon.client import MonitorClient  # noqa: E402
+from modelmon.kafka_clients import admin_client, consumer  # noqa: E402
+from modelmon.settings import ENV_VARS, Settings  # noqa: E402
+from modelmon.simulate import LabelDelay, SimConfig, generate  # noqa: E402
+from modelmon.topics import topic_name  # noqa: E402
+
+
+def bench_settings(**changes) -> Settings:
+    env = {k: v for k, v in os.environ.items() if k.startswith("MODELMON_CACHE")}
+    env.update(MODELMON_HOME=str(HOME), MODELMON_BROKER_PORT="19492", MODELMON_CONTROLLER_PORT="19493")
+    return Settings.from_env(env).with_(**changes)
+
+
+def preload(settings: Settings, predictions: int, seed: int = 11) -> tuple[int, float]:
+    """Simulated predictions (+ ~80% labels, duplicates, a few invalid) into the input topics.
+
+    Returns (records written, mean payload bytes).
+    """
+    cfg = SimConfig(
+        models=3, rate=2000, count=predictions, seed=seed, label_delay=LabelDelay(median_s=5, max_s=60)
+    ).resolved()
+    sizes = 0
+    n = 0
+    with MonitorClient(settings, validate=False) as mon:
+        for event in generate(cfg):
+            value = event.value()
+            sizes += len(value)
+            n += 1
+            mon.send_raw(event.topic, event.key, value)
+    return n, sizes / n
+
+
+def input_partitions(settings: Settings) -> list[TopicPartition]:
+    topics = [topic_name(settings, "predictions"), topic_name(settings, "ground-truth")]
+    return [TopicPartition(t, p) for t in topics for p in range(settings.input_partitions)]
+
+
+def end_offsets(settings: Settings, tps: Sequence[TopicPartition]) -> dict[tuple[str, int], int]:
+    cons = consumer(settings, group_id="bench-ends")
+    try:
+        return {(tp.topic, tp.partition): cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+    finally:
+        cons.close()
+
+
+@dataclass
+class GroupRun:
+    elapsed_s: float
+    peak_rss_mb: float
+
+
+def time_group(
+    cmd: list[str],
+    env: dict[str, str],
+    settings: Settings,
+    group: str,
+    log_path: Path,
+    timeout_s: float = 1200,
+    cwd: Path | None = None,
+) -> GroupRun:
+    """Start a consumer process and time it until its group has committed every input offset."""
+    tps = input_partitions(settings)
+    ends = end_offsets(settings, tps)
+    admin = admin_client(settings)
+    with log_path.open("wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    try:
+        while time.perf_counter() - t0 < timeout_s:
+            if proc.poll() is not None:
+                raise SystemExit(f"{cmd[0]} exited with {proc.returncode}; see {log_path}")
+            try:
+                peak = max(peak, sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)]))
+                res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])
+                got = {(tp.topic, tp.partition): tp.offset for tp in res[group].result(10).topic_partitions}
+            except (KafkaException, psutil.Error):
+                got = {}
+            if got and all(got.get(k, -1) >= v for k, v in ends.items()):
+                return GroupRun(time.perf_counter() - t0, peak / 2**20)
+            time.sleep(0.2)
+        raise SystemExit(f"{cmd} did not finish within {timeout_s:.0f} s; see {log_path}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
+    env.update({var.name: str(getattr(settings, var.attr)) for var in ENV_VARS})
+    return env
+
+
+def modelmon_worker_cmd() -> list[str]:
+    return [sys.executable, "-m", "modelmon.cli", "worker", "--loglevel", "warn"]
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"Python {platform.python_version()}, modelmon {__version__}, Apache Kafka 4.2.0 (local, same host)"
+    )
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def write_section(name: str, text: str) -> None:
+    """Replace (or append) the section between <!-- name:start --> and <!-- name:end -->."""
+    path = ROOT / "docs" / "benchmarks.md"
+    path.parent.mkdir(exist_ok=True)
+    head = "# Benchmarks\n\nFigures written by the scripts in bench/; rerun them to refresh a section.\n"
+    current = path.read_text() if path.exists() else head
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{text}\n{end}"
+    if start in current:
+        before, rest = current.split(start, 1)
+        current = before + block + rest.split(end, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(current)

@@ -138,9 +138,45 @@ class Worker:
         app.timer(5.0)(self.watch_recovery)
         app.timer(10.0)(self.log_progress)
         self._recovery_progress: tuple[float, int] | None = None
+        self._changelog_inflight: list[Any] = []
+        app.task(self._install_commit_barrier)
         self._last_stage1: float | None = None
         app.on_partitions_assigned.connect(self._on_rebalance)
         app.on_partitions_revoked.connect(self._on_rebalance)
+
+    # -- durable table writes -------------------------------------------------------------------------
+
+    def _put(self, table: Any, key: bytes, value: bytes | None, partition: int) -> None:
+        """Write (or delete, value None) a table key and keep the changelog send's future.
+
+        Faust's commit flushes its producer buffer before committing offsets, but a changelog record the
+        buffer has dequeued and not yet handed to the Kafka client escapes that flush; a crash right
+        then loses a write whose source offset is committed. The commit barrier installed by
+        :meth:`_install_commit_barrier` waits for these futures as well, so a committed offset always
+        means its table writes are acknowledged.
+        """
+        if value is None:
+            table.data.pop(key, None)
+            fut = table.send_changelog(partition, key, None, value_serializer="raw")
+        else:
+            table.data[key] = value
+            fut = table.send_changelog(partition, key, value)
+        self._changelog_inflight.append(fut)
+        if len(self._changelog_inflight) > 50_000:
+            self._changelog_inflight = [f for f in self._changelog_inflight if not f.done()]
+
+    async def _install_commit_barrier(self) -> None:
+        producer = self.app.producer
+        flush = producer.flush
+
+        async def flush_including_changelog() -> None:
+            await flush()
+            pending, self._changelog_inflight = self._changelog_inflight, []
+            waiting = [f for f in pending if not f.done()]
+            if waiting:
+                await asyncio.gather(*waiting)
+
+        producer.flush = flush_including_changelog
 
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         self.stale = True
@@ -269,7 +305,7 @@ class Worker:
             )
             return
         state.apply_change(msg.key, before, outcome.entry)
-        self.joins[msg.key] = orjson.dumps(outcome.entry)
+        self._put(self.joins, msg.key, orjson.dumps(outcome.entry), msg.partition)
 
     def _get(self, key: bytes) -> dict | None:
         raw = self.joins.get(key)
@@ -303,7 +339,7 @@ class Worker:
             tkey = tally_key(model or join.UNKNOWN_MODEL, window, reason)
             after["c"][tkey] = after["c"].get(tkey, 0) + 1
         state.apply_invalid(before, after)
-        self.joins[key] = orjson.dumps(after)
+        self._put(self.joins, key, orjson.dumps(after), msg.partition)
         self.counts[f"invalid:{reason}"] += 1
         record = dead_letter_record(
             reason,
@@ -328,7 +364,7 @@ class Worker:
             if expiry is not None and expiry <= state.watermark:
                 expired = join.expire(entry)
                 state.apply_change(request_id, entry, expired)
-                self.joins[request_id] = orjson.dumps(expired)
+                self._put(self.joins, request_id, orjson.dumps(expired), state.partition)
         settled = state.due_settlements()
         sends = [
             await self.partials.send(key=snap.model.encode(), value=orjson.dumps(snap.to_dict()))
@@ -352,9 +388,9 @@ class Worker:
                     entry is not None
                     and join.settles_at(entry, self.s.window_s, self.s.join_horizon_s) <= state.watermark
                 ):
-                    del self.joins[request_id]
+                    self._put(self.joins, request_id, None, state.partition)
         if meta is not None:
-            self.joins[meta_key] = orjson.dumps(meta)
+            self._put(self.joins, meta_key, orjson.dumps(meta), state.partition)
 
     async def send_ticks(self) -> None:
         wall = orjson.dumps({"wall": time.time()})
@@ -405,7 +441,7 @@ class Worker:
             self.counts["stage2:ignored_snapshots"] += 1
             return
         updated["q"] = q
-        self.windows[key] = orjson.dumps(updated)
+        self._put(self.windows, key, orjson.dumps(updated), q)
         self.window_index[q][key] = (updated["w"], False)
         self.series[(updated["m"], updated["v"])][key] = updated["w"]
         self.dirty_windows.add(key)
@@ -422,7 +458,7 @@ class Worker:
                 break
             if fin:
                 if window + span + self.s.join_horizon_s <= low:
-                    del self.windows[key]  # the tombstone outlived any replay that could still arrive
+                    self._put(self.windows, key, None, q)  # the tombstone outlived any replay
                     del index[key]
                     for series in self.series.values():
                         series.pop(key, None)
@@ -437,7 +473,7 @@ class Worker:
                 await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
             tomb = rollup.finalize(value)
             tomb["q"] = q
-            self.windows[key] = orjson.dumps(tomb)
+            self._put(self.windows, key, orjson.dumps(tomb), q)
             index[key] = (window, True)
             self.dirty_windows.discard(key)
             self.counts["stage2:final_windows"] += 1

@@ -46,7 +46,10 @@ def _verify(settings, stream, workers) -> None:
     for key, facts in expected.items():
         validate_output("model-metrics", finals[key])
         errors += check_window(key, facts, finals[key])
-    assert not errors, "\n".join(errors[:30])
+    progress = "\n".join(
+        line for w in workers for line in w.log_tail(400).splitlines() if "progress:" in line
+    )
+    assert not errors, "\n".join(errors[:30]) + "\n" + progress[-3000:]
     rolling_errors = check_rolling(expected, rolling)
     assert not rolling_errors, "\n".join(rolling_errors)
     letters = collect_dead_letters(settings, len(dead))

@@ -234,6 +234,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "Consumer-group session timeout: how soon the partitions of a dead worker move to the others.",
     ),
     EnvVar(
+        "MODELMON_RECOVERY_STALL_S",
+        "recovery_stall_s",
+        "60",
+        _positive_float,
+        "A worker whose table recovery (or stage-1 processing) makes no progress this long restarts itself.",
+    ),
+    EnvVar(
         "MODELMON_KAFKA_SECURITY_PROTOCOL",
         "security_protocol",
         "PLAINTEXT",

@@ -89,39 +89,36 @@ def stream_env(settings, tmp_path):
         w.stop()
 
 
-def test_one_worker_matches_the_oracle(stream_env):
+def _start(stream_env, n: int, store: str = "memory") -> tuple:
     settings, workers, tmp = stream_env
-    workers.append(WorkerProcess(settings.with_(store="memory"), "w1", tmp).start())
+    for i in range(n):
+        workers.append(WorkerProcess(settings.with_(store=store), f"w{i + 1}", tmp).start())
+    return settings, workers
+
+
+def test_one_worker_matches_the_oracle(stream_env):
+    settings, workers = _start(stream_env, 1)
     stream = make_stream(seed=1)
     _run(settings, stream, workers)
     _verify(settings, stream, workers)
 
 
 def test_two_workers_match_the_oracle(stream_env):
-    settings, workers, tmp = stream_env
-    mem = settings.with_(store="memory")
-    workers.append(WorkerProcess(mem, "w1", tmp).start())
-    workers.append(WorkerProcess(mem, "w2", tmp).start())
+    settings, workers = _start(stream_env, 2)
     stream = make_stream(seed=4)
     _run(settings, stream, workers)
     _verify(settings, stream, workers)
 
 
 def test_two_workers_match_the_oracle_and_survive_kill9(stream_env):
-    settings, workers, tmp = stream_env
-    mem = settings.with_(store="memory")
-    workers.append(WorkerProcess(mem, "w1", tmp).start())
-    workers.append(WorkerProcess(mem, "w2", tmp).start())
+    settings, workers = _start(stream_env, 2)
     stream = make_stream(seed=2)
     _run(settings, stream, workers, kill_at=4.0)
     _verify(settings, stream, workers)
 
 
 def test_single_worker_kill9_and_restart_on_rocksdb(stream_env):
-    settings, workers, tmp = stream_env
-    rocks = settings.with_(store="rocksdb")
-    first = WorkerProcess(rocks, "solo", tmp).start()
-    workers.append(first)
+    settings, workers = _start(stream_env, 1, store="rocksdb")
     stream = make_stream(seed=3)
-    _run(settings, stream, workers, kill_at=6.0, restart=first)
+    _run(settings, stream, workers, kill_at=6.0, restart=workers[0])
     _verify(settings, stream, workers)

@@ -76,17 +76,18 @@ def test_create_topics_is_idempotent(settings):
     assert check_copartitioned(settings) == 8
 
 
-def test_copartition_mismatch_is_refused(settings):
+def create_inputs(settings, predictions: int, ground_truth: int) -> None:
+    """The two input topics with the given partition counts (possibly not co-partitioned)."""
     admin = admin_client(settings)
-    futures = admin.create_topics(
-        [
-            NewTopic(topic_name(settings, "predictions"), 8, 1),
-            NewTopic(topic_name(settings, "ground-truth"), 4, 1),
-        ]
-    )
+    names = [topic_name(settings, "predictions"), topic_name(settings, "ground-truth")]
+    futures = admin.create_topics([NewTopic(names[0], predictions, 1), NewTopic(names[1], ground_truth, 1)])
     for fut in futures.values():
         fut.result(30)
-    wait_for_topics(settings, [topic_name(settings, "predictions"), topic_name(settings, "ground-truth")])
+    wait_for_topics(settings, names)
+
+
+def test_copartition_mismatch_is_refused(settings):
+    create_inputs(settings, 8, 4)
     with pytest.raises(CoPartitionError) as info:
         check_copartitioned(settings)
     message = str(info.value)
@@ -237,16 +238,7 @@ def test_simulated_events_are_readable_with_kcat(settings):
 
 
 def test_worker_refuses_topics_that_are_not_copartitioned(settings):
-    admin = admin_client(settings)
-    futures = admin.create_topics(
-        [
-            NewTopic(topic_name(settings, "predictions"), 6, 1),
-            NewTopic(topic_name(settings, "ground-truth"), 3, 1),
-        ]
-    )
-    for fut in futures.values():
-        fut.result(30)
-    wait_for_topics(settings, [topic_name(settings, "predictions"), topic_name(settings, "ground-truth")])
+    create_inputs(settings, 6, 3)
     out = subprocess.run(
         [sys.executable, "-m", "modelmon.cli", "worker"],
         env=env_for(settings),

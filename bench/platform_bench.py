@@ -83,7 +83,7 @@ def worker_throughput(settings: Settings, n: int) -> dict:
     """Preload n predictions (+ labels); time one worker from empty state until it has consumed them."""
     total, mean_bytes = preload(settings, n)
     run = time_group(
-        modelmon_worker_cmd(), worker_env(settings), settings, settings.app_id, HOME / "bench-worker.log"
+        modelmon_worker_cmd(), worker_env(settings), settings, settings.group_id, HOME / "bench-worker.log"
     )
     return {
         "events": total,

@@ -108,7 +108,11 @@ def main() -> None:
     print(f"faust no-op agent: {noop_rate:,.0f} events/s ({noop.elapsed_s:.1f} s)", flush=True)
 
     mm = time_group(
-        modelmon_worker_cmd(), worker_env(settings), settings, settings.app_id, HOME / "throughput-worker.log"
+        modelmon_worker_cmd(),
+        worker_env(settings),
+        settings,
+        settings.group_id,
+        HOME / "throughput-worker.log",
     )
     mm_rate = total / mm.elapsed_s
     print(

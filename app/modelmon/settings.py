@@ -177,7 +177,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "app_id",
         "modelmon",
         _topic_prefix,
-        "Consumer group and name of the worker's internal topics; workers with one id share the work.",
+        "Consumer group (after the topic prefix) and internal topic names; workers with one id share work.",
     ),
     EnvVar(
         "MODELMON_WORKER_ID",
@@ -340,6 +340,11 @@ class Settings:
         return not self.kafka_bootstrap
 
     @property
+    def group_id(self) -> str:
+        """The workers' consumer group and Faust app id; prefixes their internal and changelog topics too."""
+        return f"{self.topic_prefix}{self.app_id}"
+
+    @property
     def bootstrap(self) -> str:
         """The bootstrap servers every client connects to."""
         return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
@@ -350,7 +355,8 @@ class Settings:
 
     @property
     def worker_dir(self) -> Path:
-        return Path(self.home) / f"worker-{self.worker_id}"
+        """This worker's table data; per consumer group, since Faust names store files by table only."""
+        return Path(self.home) / "workers" / self.group_id / self.worker_id
 
     @property
     def jars_dir(self) -> Path:

@@ -36,11 +36,11 @@ MAX_DEAD_LETTER_PAYLOAD = 8192
 
 
 def ticks_topic_name(settings: Settings) -> str:
-    return f"{settings.topic_prefix}{settings.app_id}-ticks"
+    return f"{settings.group_id}-ticks"
 
 
 def partials_topic_name(settings: Settings) -> str:
-    return f"{settings.topic_prefix}{settings.app_id}-partials"
+    return f"{settings.group_id}-partials"
 
 
 def dead_letter_record(
@@ -82,7 +82,7 @@ class Worker:
         self.s = settings
         self.n_inputs = input_partitions
         self.app = faust.App(
-            settings.app_id,
+            settings.group_id,
             broker=f"kafka://{settings.bootstrap}",
             store="rocksdb://" if settings.store == "rocksdb" else "memory://",
             datadir=str(settings.worker_dir),

@@ -422,9 +422,9 @@ def input_lag(settings: Settings) -> int:
     tps = [TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions]
     from confluent_kafka import ConsumerGroupTopicPartitions
 
-    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.app_id, tps)])
+    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.group_id, tps)])
     committed = {
-        (tp.topic, tp.partition): tp.offset for tp in fut[settings.app_id].result(10).topic_partitions
+        (tp.topic, tp.partition): tp.offset for tp in fut[settings.group_id].result(10).topic_partitions
     }
     for tp in tps:
         end = cons.get_watermark_offsets(tp, timeout=10)[1]

@@ -99,8 +99,8 @@ class Worker:
             broker_commit_every=2000,
             broker_commit_interval=1.0,
             stream_wait_empty=False,
-            # Far above what one fetch brings in, so Faust's per-partition back-pressure (pausing a partition
-            # whose buffer fills) stays out of the way: it is a suspect in stalls seen after rebalances.
+            # Far above what one fetch brings in: Faust's per-partition back-pressure (pausing a partition
+            # whose buffer is "full") has been seen to leave partitions paused across rebalances.
             stream_buffer_maxsize=65536,
         )
         app = self.app
@@ -228,7 +228,7 @@ class Worker:
 
     def _rebuild(self) -> None:
         """Fold the join table into fresh per-partition state for the partitions we own now."""
-        owned = self._owned_inputs()
+        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.pred_name}
         epoch = time.time_ns() // 1_000_000
         self.parts = {
             p: PartitionState(p, self.s.window_s, self.s.join_horizon_s, epoch, self.s.idle_advance_s)
@@ -247,18 +247,14 @@ class Worker:
             log.info("stage 1 partition %d rebuilt from %d join entries", p, n)
         self.stale = False
 
-    def _state(self, partition: int) -> PartitionState | None:
-        """This partition's stage-1 state; None when the partition is no longer assigned to us."""
+    def _state(self, partition: int) -> PartitionState:
         if self.stale:
             self._rebuild()
         state = self.parts.get(partition)
-        if state is None and partition in self._owned_inputs():
-            self._rebuild()  # assigned after the last rebuild without a rebalance signal
-            state = self.parts.get(partition)
+        if state is None:  # assigned after the last rebuild without a rebalance signal
+            self._rebuild()
+            state = self.parts[partition]
         return state
-
-    def _owned_inputs(self) -> set[int]:
-        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.pred_name}
 
     async def stage1(self, stream: Any) -> None:
         async for event in stream.events():
@@ -268,11 +264,6 @@ class Worker:
         self._last_stage1 = time.monotonic()
         msg = event.message
         state = self._state(msg.partition)
-        if state is None:
-            # A buffered event of a partition revoked in a rebalance: its new owner processes it (our
-            # offset commit for it is discarded), and writing here would race that owner's changelog.
-            self.counts["skipped_not_owned"] += 1
-            return
         if msg.topic == self.ticks_name:
             await self.on_tick(state, orjson.loads(msg.value)["wall"])
             return

@@ -99,8 +99,8 @@ class Worker:
             broker_commit_every=2000,
             broker_commit_interval=1.0,
             stream_wait_empty=False,
-            # Far above what one fetch brings in: Faust's per-partition back-pressure (pausing a partition
-            # whose buffer is "full") has been seen to leave partitions paused across rebalances.
+            # Far above what one fetch brings in, so Faust's per-partition back-pressure (pausing a partition
+            # whose buffer fills) stays out of the way: it is a suspect in stalls seen after rebalances.
             stream_buffer_maxsize=65536,
         )
         app = self.app

@@ -141,6 +141,9 @@ class Worker:
         self._changelog_inflight: list[Any] = []
         app.task(self._install_commit_barrier)
         self._last_stage1: float | None = None
+        # (topic, partition) -> (last offset processed, when it last moved): the stuck-partition check
+        self._tp_progress: dict[tuple[str, int], tuple[int, float]] = {}
+        self._admin: Any = None
         app.on_partitions_assigned.connect(self._on_rebalance)
         app.on_partitions_revoked.connect(self._on_rebalance)
 
@@ -181,6 +184,7 @@ class Worker:
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         self.stale = True
         self.stage2_stale = True
+        self._tp_progress = {}  # progress is measured from the new assignment
 
     async def log_progress(self) -> None:
         """One info line of verdict counts every 10 s: what this worker has been doing."""
@@ -223,6 +227,60 @@ class Worker:
             for task in asyncio.all_tasks():
                 log.error("task %r:\n%s", task.get_name(), "".join(_format_stack(task)))
             restart_process()
+        stuck = await self._stuck_input_partitions(now)
+        if stuck:
+            log.error(
+                "input partitions %s have unread records but no progress for %.0f s: restarting",
+                sorted(stuck),
+                self.s.recovery_stall_s,
+            )
+            restart_process()
+
+    async def _stuck_input_partitions(self, now: float) -> list[str]:
+        """Owned input partitions with records past what we processed and no progress for the stall time.
+
+        faust-streaming has been seen to stop delivering an input partition after a rebalance while
+        ticks keep flowing; the end offsets come from an admin call, independent of Faust's consumer.
+        """
+        owned = [tp for tp in self.app.consumer.assignment() if tp.topic in (self.pred_name, self.gt_name)]
+        if not owned:
+            return []
+        loop = asyncio.get_running_loop()
+        try:
+            ends = await loop.run_in_executor(
+                None, self._end_offsets, [(tp.topic, tp.partition) for tp in owned]
+            )
+        except Exception as exc:
+            log.warning("end-offset look-up failed: %s", exc)
+            return []
+        stuck = []
+        for key, (end, committed) in ends.items():
+            # Until an event arrives, progress is measured from where the group's committed offset starts.
+            offset, since = self._tp_progress.setdefault(key, (committed - 1, now))
+            if end - 1 > offset and now - since >= self.s.recovery_stall_s:
+                stuck.append(f"{key[0]}-{key[1]}")
+            elif end - 1 <= offset:
+                self._tp_progress[key] = (offset, now)  # caught up: nothing to wait for
+        return stuck
+
+    def _end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+        """{(topic, partition): (log end offset, the group's committed offset or 0)} via the admin API."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        from .kafka_clients import admin_client
+
+        if self._admin is None:
+            self._admin = admin_client(self.s)
+        request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in tps}
+        ends = {
+            (tp.topic, tp.partition): fut.result().offset
+            for tp, fut in self._admin.list_offsets(request, request_timeout=10).items()
+        }
+        group = ConsumerGroupTopicPartitions(self.s.group_id, [TopicPartition(t, p) for t, p in tps])
+        listed = self._admin.list_consumer_group_offsets([group])[self.s.group_id].result(10)
+        committed = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in listed.topic_partitions}
+        return {key: (end, committed.get(key, 0)) for key, end in ends.items()}
 
     # -- stage 1 -------------------------------------------------------------------------------------
 
@@ -268,6 +326,7 @@ class Worker:
             await self.on_tick(state, orjson.loads(msg.value)["wall"])
             return
         is_pred = msg.topic == self.pred_name
+        self._tp_progress[(msg.topic, msg.partition)] = (msg.offset, time.monotonic())
         try:
             if msg.key is None:
                 raise InvalidEvent("null_key", None, "record key is null: the key must be the request_id")

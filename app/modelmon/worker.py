@@ -228,6 +228,7 @@ class Worker:
                 log.error("task %r:\n%s", task.get_name(), "".join(_format_stack(task)))
             restart_process()
         stuck = await self._stuck_input_partitions(now)
+        log.debug("watchdog: stage-1 idle %.1f s, stuck input partitions %s", idle, stuck)
         if stuck:
             log.error(
                 "input partitions %s have unread records but no progress for %.0f s: restarting",

@@ -143,6 +143,8 @@ class Worker:
         self._last_stage1: float | None = None
         # (topic, partition) -> (last offset processed, when it last moved): the stuck-partition check
         self._tp_progress: dict[tuple[str, int], tuple[int, float]] = {}
+        # (topic, partition) -> (processed offset seen uncommitted, since when)
+        self._commit_wait: dict[tuple[str, int], tuple[int, float]] = {}
         self._admin: Any = None
         app.on_partitions_assigned.connect(self._on_rebalance)
         app.on_partitions_revoked.connect(self._on_rebalance)
@@ -185,6 +187,7 @@ class Worker:
         self.stale = True
         self.stage2_stale = True
         self._tp_progress = {}  # progress is measured from the new assignment
+        self._commit_wait = {}
 
     async def log_progress(self) -> None:
         """One info line of verdict counts every 10 s: what this worker has been doing."""
@@ -231,7 +234,7 @@ class Worker:
         log.debug("watchdog: stage-1 idle %.1f s, stuck input partitions %s", idle, stuck)
         if stuck:
             log.error(
-                "input partitions %s have unread records but no progress for %.0f s: restarting",
+                "input partitions %s have unread or uncommitted records, no progress for %.0f s: restarting",
                 sorted(stuck),
                 self.s.recovery_stall_s,
             )
@@ -262,7 +265,36 @@ class Worker:
                 stuck.append(f"{key[0]}-{key[1]}")
             elif end - 1 <= offset:
                 self._tp_progress[key] = (offset, now)  # caught up: nothing to wait for
+            # Processed but never committed: Faust's offset bookkeeping has been seen to stop committing a
+            # partition that came back to a worker after a rebalance.
+            if committed > offset:
+                self._commit_wait.pop(key, None)
+                continue
+            waited_offset, waiting_since = self._commit_wait.setdefault(key, (offset, now))
+            if committed > waited_offset:
+                self._commit_wait[key] = (offset, now)
+            elif now - waiting_since >= self.s.recovery_stall_s:
+                stuck.append(f"{key[0]}-{key[1]} (processed to {offset}, committed {committed})")
+                self._log_consumer_bookkeeping(key)
         return stuck
+
+    def _log_consumer_bookkeeping(self, key: tuple[str, int]) -> None:
+        """Faust's private per-partition offset state, for diagnosing a partition that stopped committing."""
+        consumer = self.app.consumer
+        tp = next((tp for tp in consumer.assignment() if (tp.topic, tp.partition) == key), None)
+        if tp is None:
+            return
+        acked = list(getattr(consumer, "_acked", {}).get(tp, []))
+        log.error(
+            "faust bookkeeping for %s-%s: committed=%s read=%s acked=%s...(%d) gaps=%s",
+            key[0],
+            key[1],
+            getattr(consumer, "_committed_offset", {}).get(tp),
+            getattr(consumer, "_read_offset", {}).get(tp),
+            acked[:5],
+            len(acked),
+            getattr(consumer, "_gap", {}).get(tp),
+        )
 
     def _end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
         """{(topic, partition): (log end offset, the group's committed offset or 0)} via the admin API."""

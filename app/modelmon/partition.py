@@ -30,13 +30,18 @@ def invalid_effects(record: dict[str, Any]) -> Effects:
     """The counters an invalid-event tally contributes: {(cnt, model, None, window, invalid:reason): n}."""
     out: Effects = {}
     for key, n in record.get("c", {}).items():
-        model, window, reason = key.rsplit("|", 2)
-        out[("cnt", model, None, float(window), f"invalid:{reason}")] = n
+        model, window, reason = _parse_tally_key(key)
+        out[("cnt", model, None, window, f"invalid:{reason}")] = n
     return out
 
 
 def tally_key(model: str, window: float, reason: str) -> str:
     return f"{model}|{window!r}|{reason}"
+
+
+def _parse_tally_key(key: str) -> tuple[str, float, str]:
+    model, window, reason = key.rsplit("|", 2)
+    return model, float(window), reason
 
 
 @dataclass
@@ -125,6 +130,36 @@ class PartitionState:
     def apply_invalid(self, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
         self._apply_effects(invalid_effects(before) if before else {}, invalid_effects(after))
 
+    def record_invalid(
+        self,
+        meta: dict[str, Any] | None,
+        topic: str,
+        offset: int,
+        arrival_ts: float,
+        model: str,
+        reason: str,
+        *,
+        count: bool = True,
+    ) -> dict[str, Any] | None:
+        """The partition record after a rejected input, applied to the accumulators; None for a replay.
+
+        The input is counted in the window of its arrival (Kafka timestamp) unless ``count`` is false or
+        that window is already final; its offset is recorded either way, so a replay is recognised.
+        """
+        if meta is not None and meta["o"].get(topic, -1) >= offset:
+            return None
+        after = {
+            "o": {**(meta["o"] if meta else {}), topic: offset},
+            "c": dict(meta["c"]) if meta else {},
+            "wm": meta.get("wm") if meta else None,
+        }
+        window = self.window_of(arrival_ts)
+        if count and not self.is_final(window):
+            key = tally_key(model, window, reason)
+            after["c"][key] = after["c"].get(key, 0) + 1
+        self.apply_invalid(meta, after)
+        return after
+
     def meta_update(self, meta: dict[str, Any] | None) -> dict[str, Any] | None:
         """The partition record to store now: current watermark, tallies of closed windows dropped.
 
@@ -133,7 +168,7 @@ class PartitionState:
         """
         meta = meta or {"o": {}, "c": {}}
         wm = self.watermark if self.watermark > float("-inf") else None
-        kept = {k: n for k, n in meta["c"].items() if not self.is_final(float(k.rsplit("|", 2)[1]))}
+        kept = {k: n for k, n in meta["c"].items() if not self.is_final(_parse_tally_key(k)[1])}
         if wm == meta.get("wm") and len(kept) == len(meta["c"]):
             return None
         return {"o": meta["o"], "c": kept, "wm": wm}

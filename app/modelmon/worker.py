@@ -25,7 +25,7 @@ import orjson
 from faust.types import EventT
 
 from . import join, rollup
-from .partition import META_KEY_PREFIX, PartitionState, meta_record_key, tally_key
+from .partition import META_KEY_PREFIX, PartitionState, meta_record_key
 from .schemas import InvalidEvent, decode_ground_truth, decode_prediction
 from .settings import Settings
 from .topics import topic_name
@@ -352,14 +352,14 @@ class Worker:
             await self.on_input(event)
 
     async def on_input(self, event: EventT) -> None:
-        self._last_stage1 = time.monotonic()
+        self._last_stage1 = now = time.monotonic()
         msg = event.message
         state = self._state(msg.partition)
         if msg.topic == self.ticks_name:
             await self.on_tick(state, orjson.loads(msg.value)["wall"])
             return
         is_pred = msg.topic == self.pred_name
-        self._tp_progress[(msg.topic, msg.partition)] = (msg.offset, time.monotonic())
+        self._tp_progress[(msg.topic, msg.partition)] = (msg.offset, now)
         try:
             if msg.key is None:
                 raise InvalidEvent("null_key", None, "record key is null: the key must be the request_id")
@@ -416,21 +416,18 @@ class Worker:
     ) -> None:
         """Dead-letter an input and count it in the window of its arrival (the partition's invalid tally)."""
         key = meta_record_key(msg.partition)
-        before = self._get(key)
         topic_tag = join.PRED_TOPIC if msg.topic == self.pred_name else join.GT_TOPIC
-        if before is not None and before["o"].get(topic_tag, -1) >= msg.offset:
+        after = state.record_invalid(
+            self._get(key),
+            topic_tag,
+            msg.offset,
+            msg.timestamp,
+            model or join.UNKNOWN_MODEL,
+            reason,
+            count=count,
+        )
+        if after is None:
             return  # a replay of an input already counted and dead-lettered
-        after = {
-            "o": dict(before["o"]) if before else {},
-            "c": dict(before["c"]) if before else {},
-            "wm": before.get("wm") if before else None,
-        }
-        after["o"][topic_tag] = msg.offset
-        window = state.window_of(msg.timestamp)
-        if count and not state.is_final(window):
-            tkey = tally_key(model or join.UNKNOWN_MODEL, window, reason)
-            after["c"][tkey] = after["c"].get(tkey, 0) + 1
-        state.apply_invalid(before, after)
         self._put(self.joins, key, orjson.dumps(after), msg.partition)
         self.counts[f"invalid:{reason}"] += 1
         record = dead_letter_record(

@@ -294,3 +294,14 @@ def test_an_idle_partition_that_never_saw_an_event_starts_at_the_clock():
     assert state.watermark == 106.0
     state.tick(108.0)
     assert state.watermark == 108.0
+
+
+def test_rejected_inputs_are_counted_once_in_their_arrival_window():
+    state = new_state()
+    state.observe(1000.0, wall=0.0)
+    first = state.record_invalid(None, "p", 5, 1001.0, "m1", "not_json")
+    assert first == {"o": {"p": 5}, "c": {"m1|960.0|not_json": 1}, "wm": None}
+    assert state.record_invalid(first, "p", 5, 1001.0, "m1", "not_json") is None  # a replay
+    second = state.record_invalid(first, "g", 2, 1001.0, "m1", "too_late", count=False)
+    assert second["o"] == {"p": 5, "g": 2} and second["c"] == first["c"]
+    assert state.accs[("m1", None, 960.0)].counters == {"invalid:not_json": 1}

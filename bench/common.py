@@ -20,7 +20,8 @@ import psutil
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
-HOME = ROOT / ".modelmon-bench"
+# BENCH_HOME / BENCH_BROKER_PORT / BENCH_CONTROLLER_PORT let two benchmark runs use separate brokers.
+HOME = Path(os.environ.get("BENCH_HOME", ROOT / ".modelmon-bench"))
 
 from modelmon import __version__  # noqa: E402
 from modelmon.client import MonitorClient  # noqa: E402
@@ -32,7 +33,11 @@ from modelmon.topics import topic_name  # noqa: E402
 
 def bench_settings(**changes) -> Settings:
     env = {k: v for k, v in os.environ.items() if k.startswith("MODELMON_CACHE")}
-    env.update(MODELMON_HOME=str(HOME), MODELMON_BROKER_PORT="19492", MODELMON_CONTROLLER_PORT="19493")
+    env.update(
+        MODELMON_HOME=str(HOME),
+        MODELMON_BROKER_PORT=os.environ.get("BENCH_BROKER_PORT", "19492"),
+        MODELMON_CONTROLLER_PORT=os.environ.get("BENCH_CONTROLLER_PORT", "19493"),
+    )
     return Settings.from_env(env).with_(**changes)
 
 
@@ -149,3 +154,34 @@ def write_section(name: str, text: str) -> None:
     else:
         current = current.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(current)
+
+
+class GroupLag:
+    """Consumer lag of a group on the input topics: end offsets minus committed offsets (admin API).
+
+    A partition the group has not committed yet counts from its low watermark. Holds one admin client and
+    one consumer (for the watermarks) so it can be sampled every few seconds; call close() when done.
+    """
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        self.group = group
+        self.tps = input_partitions(settings)
+        self.admin = admin_client(settings)
+        self.cons = consumer(settings, group_id=f"{group}-lag-probe")
+
+    def __call__(self) -> int | None:
+        """Total lag in records, or None when the broker did not answer."""
+        try:
+            res = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(self.group, self.tps)])
+            got = {(tp.topic, tp.partition): tp.offset for tp in res[self.group].result(10).topic_partitions}
+            lag = 0
+            for tp in self.tps:
+                low, high = self.cons.get_watermark_offsets(tp, timeout=10)
+                committed = got.get((tp.topic, tp.partition), -1)
+                lag += max(0, high - (committed if committed >= 0 else low))
+            return lag
+        except KafkaException:
+            return None
+
+    def close(self) -> None:
+        self.cons.close()

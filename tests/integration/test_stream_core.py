@@ -110,11 +110,9 @@ def test_two_workers_match_the_oracle(stream_env):
     _verify(settings, stream, workers)
 
 
-@pytest.mark.faults
 def test_two_workers_match_the_oracle_and_survive_kill9(stream_env):
-    """Kept out of `make test` until it has a longer record (docs/architecture.md §6): after the survivor
-    takes back partitions it owned before, Faust's consumer can stop committing them; the watchdog then
-    restarts the worker. Runs with `make test-faults`."""
+    """After the survivor takes back partitions it owned before, Faust's consumer can stop committing them
+    (docs/architecture.md §6); the watchdog then restarts the worker and the replay stays exact."""
     settings, workers = _start(stream_env, 2)
     stream = make_stream(seed=2)
     _run(settings, stream, workers, kill_at=4.0)

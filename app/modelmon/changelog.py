@@ -7,14 +7,16 @@ module only writes the local store and produces the changelog record with a conf
 which batches in C.
 
 Durability contract, the same as Faust's: before the worker commits an input offset, every changelog
-record written while processing it is acknowledged by the broker (:meth:`ChangelogWriter.flush`, called
-from the commit barrier and before partitions are revoked). After that flush the store's persisted
-changelog offsets are advanced, so a restart with the rocksdb store only replays what came later.
+record written while processing it is acknowledged by the broker (:meth:`ChangelogWriter.barrier` and
+:meth:`ChangelogWriter.wait`, called from the commit barrier and before partitions are revoked). Then
+the store's persisted changelog offsets are advanced, so a restart with the rocksdb store only replays
+what came later.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from faust.types import TP
@@ -34,7 +36,9 @@ class ChangelogWriter:
         # Idempotent and acks=all: records of one changelog partition land once and in order.
         self._producer = producer(settings, **{"linger.ms": 10, "batch.num.messages": 10000})
         self._lock = threading.Lock()
-        self._acked: dict[tuple[str, int], int] = {}  # changelog (topic, partition) -> highest acked offset
+        self._produced: dict[tuple[str, int], int] = {}  # changelog (topic, partition) -> records queued
+        self._delivered: dict[tuple[str, int], int] = {}  # ... -> records acknowledged (in order)
+        self._acked: dict[tuple[str, int], int] = {}  # ... -> highest acknowledged offset
         self._error: str | None = None
         self._unpolled = 0
 
@@ -45,42 +49,61 @@ class ChangelogWriter:
             store.pop(key, None)
         else:
             store[key] = value
-        self._producer.produce(
-            table.changelog_topic.get_topic_name(),
-            value,
-            key,
-            partition=partition,
-            on_delivery=self._on_delivery,
-        )
+        topic = table.changelog_topic.get_topic_name()
+        self._producer.produce(topic, value, key, partition=partition, on_delivery=self._on_delivery)
+        tp = (topic, partition)
+        self._produced[tp] = self._produced.get(tp, 0) + 1
         self._unpolled += 1
         if self._unpolled >= 1000:  # serve delivery reports; never blocks
             self._unpolled = 0
             self._producer.poll(0)
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self._error = f"changelog record to {msg.topic()}[{msg.partition()}] failed: {err}"
-            return
-        key = (msg.topic(), msg.partition())
+        tp = (msg.topic(), msg.partition())
         with self._lock:
-            if msg.offset() > self._acked.get(key, -1):
-                self._acked[key] = msg.offset()
+            if err is not None:
+                self._error = f"changelog record to {tp[0]}[{tp[1]}] failed: {err}"
+                return
+            self._delivered[tp] = self._delivered.get(tp, 0) + 1
+            if msg.offset() > self._acked.get(tp, -1):
+                self._acked[tp] = msg.offset()
+
+    def barrier(self) -> dict[tuple[str, int], int]:
+        """What must be acknowledged before the next commit: the records queued so far, per partition.
+
+        Taken on the event loop thread (the only one that produces), then handed to :meth:`wait`.
+        """
+        return dict(self._produced)
+
+    def wait(
+        self, barrier: dict[tuple[str, int], int], timeout_s: float = 60.0
+    ) -> dict[tuple[str, int], int]:
+        """Block until every record counted in ``barrier`` is acknowledged; return the highest offsets acked.
+
+        Records of one partition are acknowledged in order, so a delivered count at or past the barrier's
+        means all of them landed; records queued after the barrier are not waited for (a flush would,
+        and under steady input it would never finish). Raises ChangelogError when a record failed or the
+        wait timed out: the caller must not commit.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                error = self._error
+                behind = sum(1 for tp, n in barrier.items() if self._delivered.get(tp, 0) < n)
+                acked = dict(self._acked)
+            if error is not None:
+                raise ChangelogError(error)
+            if not behind:
+                return acked
+            if time.monotonic() >= deadline:
+                raise ChangelogError(
+                    f"changelog records of {behind} partition(s) unacknowledged after {timeout_s:g} s"
+                )
+            self._producer.poll(0.005)
 
     def flush(self, timeout_s: float = 60.0) -> dict[tuple[str, int], int]:
-        """Block until every queued record is acknowledged; return and forget the highest offsets acked.
-
-        Raises ChangelogError when a record failed or the flush timed out: the caller must not commit.
-        """
-        remaining = self._producer.flush(timeout_s)
-        if self._error is not None:
-            raise ChangelogError(self._error)
-        if remaining:
-            raise ChangelogError(
-                f"{remaining} changelog record(s) still unacknowledged after {timeout_s:g} s"
-            )
-        with self._lock:
-            acked, self._acked = self._acked, {}
-        return acked
+        """Block until every record queued so far is acknowledged (shutdown, tests)."""
+        return self.wait(self.barrier(), timeout_s)
 
     @staticmethod
     def persist_offsets(tables: list[Any], acked: dict[tuple[str, int], int], active: set[TP]) -> None:

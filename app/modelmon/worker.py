@@ -174,9 +174,10 @@ class Worker:
         loop = asyncio.get_running_loop()
 
         async def flush_including_changelog() -> None:
+            barrier = changelog.barrier()  # every table write of the records being committed
             await flush()
             try:
-                acked = await loop.run_in_executor(None, changelog.flush)
+                acked = await loop.run_in_executor(None, changelog.wait, barrier)
             except ChangelogError as exc:
                 log.error("%s: restarting without committing", exc)
                 restart_process()

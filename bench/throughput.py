@@ -1,23 +1,34 @@
-"""Input throughput of one worker, side by side with the limit and Faust's own floor, on the same topics.
+"""Input throughput of one worker, side by side with the limit, Faust's floor and a Quix Streams peer.
 
-    .venv/bin/python bench/throughput.py [--predictions 500000]
+    .venv/bin/python bench/throughput.py [--events 1000000]     (make bench)
 
-Preloads simulated predictions (+ ~80% labels, ~300-byte mean payloads, 8 partitions) once, then times,
-each from an empty consumer group until it has committed every input offset:
+Preloads simulated traffic once (predictions + ~80% labels, duplicates, a few invalid; ~300-byte mean
+payloads; 8 partitions per input topic), then times, each from an empty consumer group on the same topics,
+until the group has committed every input offset *and* every record its own internal topics held at that
+moment (stage 2's partials for modelmon, the repartition topic for the peer: the metrics are complete):
   * the limit: a plain confluent-kafka consumer that consumes in batches and decodes with orjson;
-  * Faust's floor: bench/faust_noop.py, an agent that does nothing;
-  * modelmon: `modelmon worker` from empty state (rocksdict store).
+  * Faust's floor: bench/faust_noop.py, an agent that does nothing (asyncio loop, Faust's default, and
+    uvloop, which the worker uses);
+  * the peer: bench/peers/quix_peer.py, the same job (join by request id, tumbling per-model accuracy
+    and rate) written with Quix Streams, in its own virtualenv (.venv-peer, `make peer-venv`);
+  * modelmon: `modelmon worker` from empty state (rocksdict store);
+  * scale-out: two modelmon workers in one group.
 Prints the rates and ratios and rewrites the "throughput" section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import psutil
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -25,22 +36,94 @@ from bench.common import (
     HOME,
     ROOT,
     bench_settings,
+    end_offsets,
     input_partitions,
     machine,
     modelmon_worker_cmd,
     preload,
-    time_group,
     worker_env,
     write_section,
 )
 
 from modelmon.broker import LocalBroker
-from modelmon.kafka_clients import consumer
+from modelmon.kafka_clients import admin_client, consumer
+from modelmon.settings import Settings
 from modelmon.topics import create_topics, topic_name
 
+PEER_PY = ROOT / ".venv-peer" / "bin" / "python"
+EVENTS_PER_PREDICTION = 1.83  # predictions + labels + duplicates + invalid, as simulate.py generates them
 
-def limit_rate(settings, total: int) -> float:
-    """A confluent-kafka consumer, batches of 10k, orjson decode of every value."""
+
+@dataclass
+class Run:
+    name: str
+    events: int
+    elapsed_s: float
+    peak_rss_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.elapsed_s
+
+
+def committed(admin, group: str) -> dict[tuple[str, int], int]:
+    """Every offset the group has committed, on any topic."""
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+    return {(tp.topic, tp.partition): tp.offset for tp in res[group].result(10).topic_partitions}
+
+
+def run_group(
+    name: str,
+    procs: list[tuple[list[str], dict[str, str]]],
+    settings: Settings,
+    group: str,
+    events: int,
+    timeout_s: float = 1500,
+) -> Run:
+    """Start the processes of one consumer group; time them until its inputs and internal topics are done."""
+    tps = input_partitions(settings)
+    ends = end_offsets(settings, tps)
+    inputs = {tp.topic for tp in tps}
+    admin = admin_client(settings)
+    started = []
+    t0 = time.perf_counter()
+    for i, (cmd, env) in enumerate(procs):
+        log = (HOME / f"throughput-{name}-{i}.log").open("wb")
+        started.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+    handles = [psutil.Process(p.pid) for p in started]
+    peak, internal_ends = 0, None
+    try:
+        while time.perf_counter() - t0 < timeout_s:
+            for p in started:
+                if p.poll() is not None:
+                    raise SystemExit(f"{name}: exit code {p.returncode}; see {HOME}/throughput-{name}-*.log")
+            try:
+                rss = 0
+                for h in handles:
+                    rss += sum(c.memory_info().rss for c in [h, *h.children(recursive=True)])
+                peak = max(peak, rss)
+                got = committed(admin, group)
+            except (KafkaException, psutil.Error):
+                got = {}
+            if internal_ends is None and got and all(got.get(k, -1) >= v for k, v in ends.items()):
+                internal = [TopicPartition(t, p) for t, p in got if t not in inputs]
+                internal_ends = end_offsets(settings, internal) if internal else {}
+            if internal_ends is not None and all(got.get(k, -1) >= v for k, v in internal_ends.items()):
+                return Run(name, events, time.perf_counter() - t0, peak / 2**20)
+            time.sleep(0.2)
+        raise SystemExit(f"{name} did not finish within {timeout_s:.0f} s; see {HOME}/throughput-*.log")
+    finally:
+        for p in started:
+            p.terminate()
+        for p in started:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def limit_run(settings: Settings, total: int) -> Run:
+    """A confluent-kafka consumer, batches of 10k, orjson decode of every value (in this process)."""
     cons = consumer(settings, group_id=f"bench-limit-{time.time_ns()}", **{"fetch.max.bytes": 52428800})
     tps = input_partitions(settings)
     for tp in tps:
@@ -58,80 +141,122 @@ def limit_rate(settings, total: int) -> float:
                 seen += 1
     elapsed = time.perf_counter() - t0
     cons.close()
-    return total / elapsed
+    return Run("limit", total, elapsed, psutil.Process().memory_info().rss / 2**20)
+
+
+def noop_run(settings: Settings, total: int, loop: str) -> Run:
+    group = f"bench-noop-{loop}"
+    env = {
+        **worker_env(settings),
+        "BENCH_BOOTSTRAP": settings.bootstrap,
+        "BENCH_GROUP": group,
+        "BENCH_TOPICS": f"{topic_name(settings, 'predictions')},{topic_name(settings, 'ground-truth')}",
+        "BENCH_DATADIR": str(HOME / f"faust-noop-{loop}"),
+        "BENCH_WEB_PORT": "6099",
+        "PYTHONPATH": str(ROOT),
+    }
+    cmd = [sys.executable, "-m", "faust", "-A", "bench.faust_noop", "-L", loop, "worker", "-l", "warn"]
+    return run_group(f"faust-noop-{loop}", [(cmd, env)], settings, group, total)
+
+
+def peer_run(settings: Settings, total: int) -> Run:
+    if not PEER_PY.exists():
+        raise SystemExit(f"{PEER_PY} is missing: run `make peer-venv` (make bench does)")
+    group = f"bench-quix-{time.time_ns() % 10**8}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MODELMON_", "BENCH_"))},
+        "BENCH_BOOTSTRAP": settings.bootstrap,
+        "BENCH_GROUP": group,
+        "BENCH_PRED_TOPIC": topic_name(settings, "predictions"),
+        "BENCH_GT_TOPIC": topic_name(settings, "ground-truth"),
+        "BENCH_OUT_TOPIC": f"{settings.topic_prefix}quix-metrics",
+        "BENCH_STATE_DIR": str(HOME / f"quix-state-{group}"),
+        "BENCH_WINDOW_S": str(int(settings.window_s)),
+        "BENCH_JOIN_HORIZON_S": str(int(settings.join_horizon_s)),
+        "BENCH_GRACE_S": str(int(settings.join_horizon_s)),
+        "BENCH_LOGLEVEL": "WARNING",
+    }
+    cmd = [str(PEER_PY), str(ROOT / "bench" / "peers" / "quix_peer.py")]
+    return run_group("quix-peer", [(cmd, env)], settings, group, total)
+
+
+def modelmon_run(settings: Settings, total: int, workers: int) -> Run:
+    s = settings.with_(app_id=f"tput{workers}")
+    procs = []
+    for i in range(workers):
+        w = s.with_(worker_id=f"w{i}", web_port=6100 + i)
+        procs.append((modelmon_worker_cmd(), worker_env(w)))
+    return run_group(f"modelmon-{workers}w", procs, s, s.group_id, total)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--predictions", type=int, default=500_000)
+    parser.add_argument("--events", type=int, default=1_000_000, help="input records to preload (approx.)")
+    parser.add_argument("--skip", default="", help="comma-separated runs to leave out: noop,peer,scale")
     args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
     HOME.mkdir(exist_ok=True)
     base = bench_settings()
     LocalBroker(base, log=lambda m: None).start()
     settings = base.with_(
-        topic_prefix=f"tp{time.time_ns() % 10**8}.",
-        store="rocksdb",
-        worker_id="tput",
-        window_s=60,
-        join_horizon_s=600,
+        topic_prefix=f"tp{time.time_ns() % 10**8}.", store="rocksdb", window_s=60, join_horizon_s=600
     )
     create_topics(settings)
     t0 = time.perf_counter()
-    total, mean_bytes = preload(settings, args.predictions)
+    total, mean_bytes = preload(settings, round(args.events / EVENTS_PER_PREDICTION))
     print(
         f"preloaded {total:,} records ({mean_bytes:.0f} B mean) in {time.perf_counter() - t0:.1f} s",
         flush=True,
     )
 
-    limit = limit_rate(settings, total)
-    print(f"limit (confluent-kafka batch + orjson): {limit:,.0f} events/s", flush=True)
+    runs: dict[str, Run] = {}
 
-    noop_env = {
-        **worker_env(settings),
-        "BENCH_BOOTSTRAP": settings.bootstrap,
-        "BENCH_GROUP": "bench-noop",
-        "BENCH_TOPICS": f"{topic_name(settings, 'predictions')},{topic_name(settings, 'ground-truth')}",
-        "BENCH_DATADIR": str(HOME / "faust-noop"),
-        "PYTHONPATH": str(ROOT),
-    }
-    noop = time_group(
-        [sys.executable, "-m", "faust", "-A", "bench.faust_noop", "worker", "-l", "warn"],
-        noop_env,
-        settings,
-        "bench-noop",
-        HOME / "faust-noop.log",
-        cwd=ROOT,
-    )
-    noop_rate = total / noop.elapsed_s
-    print(f"faust no-op agent: {noop_rate:,.0f} events/s ({noop.elapsed_s:.1f} s)", flush=True)
+    def record(run: Run) -> None:
+        runs[run.name] = run
+        print(
+            f"{run.name}: {run.rate:,.0f} events/s ({run.elapsed_s:.1f} s, RSS {run.peak_rss_mb:.0f} MiB)",
+            flush=True,
+        )
 
-    mm = time_group(
-        modelmon_worker_cmd(),
-        worker_env(settings),
-        settings,
-        settings.group_id,
-        HOME / "throughput-worker.log",
-    )
-    mm_rate = total / mm.elapsed_s
-    print(
-        f"modelmon worker: {mm_rate:,.0f} events/s ({mm.elapsed_s:.1f} s), peak RSS {mm.peak_rss_mb:.0f} MiB",
-        flush=True,
-    )
-    print(f"ratios: modelmon/limit {mm_rate / limit:.3f}, modelmon/faust-noop {mm_rate / noop_rate:.2f}")
+    record(limit_run(settings, total))
+    if "noop" not in skip:
+        record(noop_run(settings, total, "aio"))
+        record(noop_run(settings, total, "uvloop"))
+    if "peer" not in skip:
+        record(peer_run(settings, total))
+    record(modelmon_run(settings, total, 1))
+    if "scale" not in skip:
+        record(modelmon_run(settings, total, 2))
+
+    mm = runs["modelmon-1w"]
+    rows = [
+        ("limit: confluent-kafka batch consume + orjson (one thread)", "limit"),
+        ("Faust no-op agent, asyncio loop (Faust's default)", "faust-noop-aio"),
+        ("Faust no-op agent, uvloop (the loop the worker uses)", "faust-noop-uvloop"),
+        ("Quix Streams 3.28.1 peer: join + tumbling accuracy/rate (bench/peers)", "quix-peer"),
+        ("**modelmon worker** (rocksdict), 1 process", "modelmon-1w"),
+        ("modelmon, 2 worker processes in one group", "modelmon-2w"),
+    ]
+    table = ["| consumer | events/s | wall s | peak RSS MiB | modelmon / it |", "|---|---|---|---|---|"]
+    for label, key in rows:
+        run = runs.get(key)
+        if run is not None:
+            table.append(
+                f"| {label} | {run.rate:,.0f} | {run.elapsed_s:.1f} | {run.peak_rss_mb:.0f} | "
+                f"{mm.rate / run.rate:.2f} |"
+            )
+    print("\n".join(table))
     write_section(
         "throughput",
         "## Throughput (bench/throughput.py)\n\n"
         f"Machine: {machine()}. {total:,} input records (predictions, ~80% labels, duplicates, invalid), "
-        f"mean {mean_bytes:.0f} B, 8 partitions per input topic, broker on the same 2 cores. Each consumer "
-        "starts from an empty group and is timed until it has committed every input offset "
-        "(process start included).\n\n"
-        "| consumer | events/s | ratio modelmon / it |\n|---|---|---|\n"
-        f"| limit: confluent-kafka batch consume + orjson | {limit:,.0f} | {mm_rate / limit:.3f} |\n"
-        f"| Faust no-op agent (faust-streaming 0.15.3) | {noop_rate:,.0f} | {mm_rate / noop_rate:.2f} |\n"
-        f"| modelmon worker (rocksdict) | {mm_rate:,.0f} | 1.00 |\n\n"
-        f"modelmon peak RSS {mm.peak_rss_mb:.0f} MiB. Quix Streams peer: not yet measured.\n",
+        f"mean {mean_bytes:.0f} B, 8 partitions per input topic, 60 s windows, 600 s join horizon; the "
+        "broker runs on the same 2 cores. Each consumer starts from an empty group on the same topics "
+        "and is timed from process start (imports, group join and table recovery included) until its "
+        "group has committed every input offset and every record of its internal topics "
+        "(partials, repartition) that existed at that moment.\n\n" + "\n".join(table) + "\n",
     )
 
 

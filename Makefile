@@ -54,9 +54,12 @@ test-integration: $(STAMP) system-deps
 	$(PY) -m pytest tests/integration
 
 # Benchmarks print their figures and rewrite their sections of docs/benchmarks.md.
-bench: $(STAMP) system-deps
+# Every benchmark, about 20 minutes on 2 cores; each rewrites its section of docs/benchmarks.md.
+bench: $(STAMP) $(PEER_STAMP) system-deps
 	$(PY) bench/platform_bench.py
 	$(PY) bench/throughput.py
+	$(PY) bench/freshness.py
+	$(PY) bench/memory_recovery.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(wildcard app tests bench)

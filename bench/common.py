@@ -107,7 +107,7 @@ def time_group(
                 got = {(tp.topic, tp.partition): tp.offset for tp in res[group].result(10).topic_partitions}
             except (KafkaException, psutil.Error):
                 got = {}
-            if got and all(got.get(k, -1) >= v for k, v in ends.items()):
+            if got and all(got.get(k, 0) >= v for k, v in ends.items() if v > 0):
                 return GroupRun(time.perf_counter() - t0, peak / 2**20)
             time.sleep(0.2)
         raise SystemExit(f"{cmd} did not finish within {timeout_s:.0f} s; see {log_path}")
@@ -185,3 +185,27 @@ class GroupLag:
 
     def close(self) -> None:
         self.cons.close()
+
+
+def code_version() -> str:
+    """The commit the benchmark ran on, marked when app/ had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "app"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+    return f"commit {head}" + (" + uncommitted changes in app/" if dirty else "")
+
+
+def app_digest() -> str:
+    """A hash of the worker's source (app/modelmon/*.py): a benchmark can tell that it changed mid-run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "app" / "modelmon").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]

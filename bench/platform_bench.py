@@ -1,4 +1,4 @@
-"""Platform benchmarks: local broker start time, SDK produce throughput, one worker's input throughput.
+"""Platform benchmarks: local broker start time and SDK produce throughput.
 
     .venv/bin/python bench/platform_bench.py [--events 200000]
 
@@ -24,10 +24,6 @@ from bench.common import (
     HOME,
     bench_settings,
     machine,
-    modelmon_worker_cmd,
-    preload,
-    time_group,
-    worker_env,
     write_section,
 )
 
@@ -79,24 +75,9 @@ def sdk_throughput(settings: Settings, n: int) -> tuple[float, float]:
     return len(preds) / elapsed, size
 
 
-def worker_throughput(settings: Settings, n: int) -> dict:
-    """Preload n predictions (+ labels); time one worker from empty state until it has consumed them."""
-    total, mean_bytes = preload(settings, n)
-    run = time_group(
-        modelmon_worker_cmd(), worker_env(settings), settings, settings.group_id, HOME / "bench-worker.log"
-    )
-    return {
-        "events": total,
-        "elapsed_s": run.elapsed_s,
-        "rate": total / run.elapsed_s,
-        "peak_rss_mb": run.peak_rss_mb,
-        "mean_bytes": mean_bytes,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=200_000, help="predictions for the throughput runs")
+    parser.add_argument("--events", type=int, default=200_000, help="predictions for the SDK run")
     args = parser.parse_args()
     HOME.mkdir(exist_ok=True)
     settings = bench_settings()
@@ -106,20 +87,6 @@ def main() -> None:
     create_topics(sdk_settings)
     sdk_rate, sdk_size = sdk_throughput(sdk_settings, args.events)
     print(f"SDK log_prediction: {sdk_rate:,.0f} events/s ({sdk_size:.0f}-byte payloads)")
-    wsettings = settings.with_(
-        topic_prefix="wk.",
-        app_id="bench-worker",
-        store="rocksdb",
-        join_horizon_s=120,
-        window_s=60,
-        worker_id="bench",
-    )
-    create_topics(wsettings)
-    w = worker_throughput(wsettings, args.events)
-    print(
-        f"worker: {w['events']:,} input events in {w['elapsed_s']:.1f} s = {w['rate']:,.0f} events/s "
-        f"(mean {w['mean_bytes']:.0f} B), peak RSS {w['peak_rss_mb']:.0f} MiB"
-    )
     LocalBroker(settings, log=lambda m: None).stop()
     write_section(
         "platform",
@@ -129,11 +96,8 @@ def main() -> None:
         f"| broker cold start, jars cached (start → metadata answers), 3 runs | "
         f"median {statistics.median(starts):.2f} s (min {min(starts):.2f}, max {max(starts):.2f}) |\n"
         f"| SDK `log_prediction` incl. validation and final flush, {args.events:,} events | "
-        f"{sdk_rate:,.0f} events/s ({sdk_size:.0f}-byte payloads) |\n"
-        f"| one worker from empty state (rocksdict), 8 partitions, {w['events']:,} input events "
-        f"(predictions + labels + duplicates + invalid) | {w['rate']:,.0f} events/s, "
-        f"{w['elapsed_s']:.1f} s, mean {w['mean_bytes']:.0f} B/event |\n"
-        f"| peak RSS of that worker | {w['peak_rss_mb']:.0f} MiB |\n",
+        f"{sdk_rate:,.0f} events/s ({sdk_size:.0f}-byte payloads) |\n\n"
+        "The worker's throughput, memory and recovery are in the sections below.\n",
     )
 
 

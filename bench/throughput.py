@@ -72,6 +72,11 @@ def committed(admin, group: str) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): tp.offset for tp in res[group].result(10).topic_partitions}
 
 
+def _done(got: dict[tuple[str, int], int], ends: dict[tuple[str, int], int]) -> bool:
+    """Committed up to the end on every partition that holds records (empty ones are never committed)."""
+    return all(got.get(k, 0) >= v for k, v in ends.items() if v > 0)
+
+
 def run_group(
     name: str,
     procs: list[tuple[list[str], dict[str, str]]],
@@ -105,10 +110,12 @@ def run_group(
                 got = committed(admin, group)
             except (KafkaException, psutil.Error):
                 got = {}
-            if internal_ends is None and got and all(got.get(k, -1) >= v for k, v in ends.items()):
+            if internal_ends is None and got and _done(got, ends):
                 internal = [TopicPartition(t, p) for t, p in got if t not in inputs]
                 internal_ends = end_offsets(settings, internal) if internal else {}
-            if internal_ends is not None and all(got.get(k, -1) >= v for k, v in internal_ends.items()):
+            if internal_ends is not None and all(
+                got.get(k, 0) >= v for k, v in internal_ends.items() if v > 0
+            ):
                 return Run(name, events, time.perf_counter() - t0, peak / 2**20)
             time.sleep(0.2)
         raise SystemExit(f"{name} did not finish within {timeout_s:.0f} s; see {HOME}/throughput-*.log")

@@ -9,6 +9,8 @@ from the restored entries with :meth:`PartitionState.rebuild`, so nothing here n
 from __future__ import annotations
 
 import heapq
+import math
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +44,64 @@ def tally_key(model: str, window: float, reason: str) -> str:
 def _parse_tally_key(key: str) -> tuple[str, float, str]:
     model, window, reason = key.rsplit("|", 2)
     return model, float(window), reason
+
+
+class TimeIndex:
+    """Keys due at an event time: ``pop_due(t)`` returns (and forgets) every key added with a time <= t.
+
+    One entry per pending join, so it is kept small: keys sit in one-second buckets, each a list of keys
+    and a parallel array of exact times (16 bytes per entry besides the shared key object, where a heap
+    of (time, key) tuples costs about 90).
+    """
+
+    __slots__ = ("_buckets", "_heap", "_size")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, tuple[list[Any], array]] = {}
+        self._heap: list[int] = []  # bucket ids that hold keys
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, at: float, key: Any) -> None:
+        bucket = math.floor(at)
+        slot = self._buckets.get(bucket)
+        if slot is None:
+            slot = self._buckets[bucket] = ([], array("d"))
+            heapq.heappush(self._heap, bucket)
+        slot[0].append(key)
+        slot[1].append(at)
+        self._size += 1
+
+    def pop_due(self, now: float) -> list[Any]:
+        """Keys with a time <= ``now``, in (time, key) order."""
+        due: list[tuple[float, Any]] = []
+        heap, buckets = self._heap, self._buckets
+        while heap and heap[0] <= now:
+            bucket = heap[0]
+            keys, times = buckets[bucket]
+            if bucket + 1 <= now:  # the whole second has passed
+                due.extend(zip(times, keys, strict=True))
+                heapq.heappop(heap)
+                del buckets[bucket]
+                continue
+            keep_keys, keep_times = [], array("d")
+            for at, key in zip(times, keys, strict=True):
+                if at <= now:
+                    due.append((at, key))
+                else:
+                    keep_keys.append(key)
+                    keep_times.append(at)
+            if keep_keys:
+                buckets[bucket] = (keep_keys, keep_times)
+            else:
+                heapq.heappop(heap)
+                del buckets[bucket]
+            break  # later buckets start after now
+        self._size -= len(due)
+        due.sort()
+        return [key for _, key in due]
 
 
 @dataclass
@@ -80,8 +140,8 @@ class PartitionState:
     watermark: float = float("-inf")
     accs: dict[WindowKey, WindowAccumulator] = field(default_factory=dict)
     dirty: set[WindowKey] = field(default_factory=set)
-    _expiries: list[tuple[float, str]] = field(default_factory=list)
-    _settle: list[tuple[float, str]] = field(default_factory=list)
+    _expiries: TimeIndex = field(default_factory=TimeIndex)
+    _settle: TimeIndex = field(default_factory=TimeIndex)
     _seq: int = 0
     _last_input_wall: float | None = None
     _last_tick_wall: float | None = None
@@ -92,15 +152,25 @@ class PartitionState:
         """Fold the restored entries (and the partition record) into fresh accumulators; return how many."""
         n = 0
         for request_id, entry in entries:
-            self.apply_change(request_id, None, entry)
-            self.watermark = max(self.watermark, entry_ts(entry))
+            self.restore(request_id, entry)
             n += 1
+        self.finish_restore(meta)
+        return n
+
+    def restore(self, request_id: Any, entry: Entry) -> None:
+        """Fold one restored join entry in (entries stream in one by one: nothing is held but the fold)."""
+        self.apply_change(request_id, None, entry)
+        ts = entry_ts(entry)
+        if ts > self.watermark:
+            self.watermark = ts
+
+    def finish_restore(self, meta: dict[str, Any] | None) -> None:
+        """Apply the partition record after the last entry; every window is then due to be sent."""
         if meta:
             if meta.get("wm") is not None:
                 self.watermark = max(self.watermark, meta["wm"])
             self._apply_effects({}, invalid_effects(meta))
         self.dirty = set(self.accs)
-        return n
 
     # -- per event -----------------------------------------------------------------------------------
 
@@ -119,13 +189,13 @@ class PartitionState:
         self._apply_effects(effects(before, self.window_s) if before else {}, effects(after, self.window_s))
         expiry = expires_at(after, self.horizon_s)
         if expiry is not None and (before is None or expires_at(before, self.horizon_s) != expiry):
-            heapq.heappush(self._expiries, (expiry, request_id))
+            self._expiries.add(expiry, request_id)
         if before is None:
-            heapq.heappush(self._settle, (settles_at(after, self.window_s, self.horizon_s), request_id))
+            self._settle.add(settles_at(after, self.window_s, self.horizon_s), request_id)
         else:
             settle = settles_at(after, self.window_s, self.horizon_s)
             if settle != settles_at(before, self.window_s, self.horizon_s):
-                heapq.heappush(self._settle, (settle, request_id))
+                self._settle.add(settle, request_id)
 
     def apply_invalid(self, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
         self._apply_effects(invalid_effects(before) if before else {}, invalid_effects(after))
@@ -210,17 +280,11 @@ class PartitionState:
 
     def due_expiries(self) -> list[str]:
         """Request ids whose pending entry may have expired (the caller re-checks the stored entry)."""
-        due = []
-        while self._expiries and self._expiries[0][0] <= self.watermark:
-            due.append(heapq.heappop(self._expiries)[1])
-        return due
+        return self._expiries.pop_due(self.watermark)
 
     def due_settlements(self) -> list[str]:
         """Request ids whose every window is final: the caller deletes them once the finals are sent."""
-        due = []
-        while self._settle and self._settle[0][0] <= self.watermark:
-            due.append(heapq.heappop(self._settle)[1])
-        return due
+        return self._settle.pop_due(self.watermark)
 
     def flush(self) -> list[Snapshot]:
         """Snapshots of every changed window; windows past the horizon go out once, final, and are dropped."""

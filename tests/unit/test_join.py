@@ -305,3 +305,27 @@ def test_rejected_inputs_are_counted_once_in_their_arrival_window():
     second = state.record_invalid(first, "g", 2, 1001.0, "m1", "too_late", count=False)
     assert second["o"] == {"p": 5, "g": 2} and second["c"] == first["c"]
     assert state.accs[("m1", None, 960.0)].counters == {"invalid:not_json": 1}
+
+
+def test_time_index_pops_exactly_what_a_heap_would():
+    """The bucketed index against the obvious oracle: a heap of (time, key), on random adds and pops."""
+    import heapq
+
+    from modelmon.partition import TimeIndex
+
+    rng = random.Random(5)
+    index, heap = TimeIndex(), []
+    now = 1000.0
+    for step in range(4000):
+        if rng.random() < 0.7:
+            at = now + rng.choice([rng.uniform(-3, 3), rng.uniform(0, 50), float(rng.randint(0, 40))])
+            key = f"k{step}"
+            index.add(at, key)
+            heapq.heappush(heap, (at, key))
+        else:
+            now += rng.choice([0.0, 0.3, 1.0, rng.uniform(0, 5)])
+            expected = []
+            while heap and heap[0][0] <= now:
+                expected.append(heapq.heappop(heap)[1])
+            assert index.pop_due(now) == expected
+        assert len(index) == len(heap)

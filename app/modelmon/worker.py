@@ -141,6 +141,7 @@ class Worker:
 
         self.parts: dict[int, PartitionState] = {}
         self.stale = True  # set on rebalance: stage-1 memory is rebuilt from the join table
+        self._rebalances = 0  # a rebuild that saw this change under it starts again
         self.watermarks: dict[int, dict[int, float]] = defaultdict(dict)  # stage-2 partition -> input p -> wm
         # stage-2 partition -> {window key: (window start, finalized)}: finalization scans this, not the table
         self.window_index: dict[int, dict[bytes, tuple[float, bool]]] = defaultdict(dict)
@@ -204,6 +205,7 @@ class Worker:
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         self.stale = True
         self.stage2_stale = True
+        self._rebalances += 1
         self._tp_progress = {}  # progress is measured from the new assignment
         self._commit_wait = {}
 
@@ -335,8 +337,21 @@ class Worker:
 
     # -- stage 1 -------------------------------------------------------------------------------------
 
-    def _rebuild(self) -> None:
-        """Fold the join table into fresh per-partition state for the partitions we own now."""
+    async def _rebuild(self) -> None:
+        """Fold the join table into fresh per-partition state for the partitions we own now.
+
+        A million entries take seconds: the loop yields every few thousand so stage 2, timers and the
+        consumer's heartbeats keep running, and marks progress for the watchdog.
+        """
+        while True:
+            generation = self._rebalances
+            await self._rebuild_once()
+            if generation == self._rebalances:
+                self.stale = False
+                return
+            log.info("rebalanced during the stage-1 rebuild: rebuilding again")
+
+    async def _rebuild_once(self) -> None:
         owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.pred_name}
         epoch = time.time_ns() // 1_000_000
         self.parts = {
@@ -347,6 +362,7 @@ class Worker:
         # decoded entries (a million pending joins) would cost gigabytes.
         counts = dict.fromkeys(self.parts, 0)
         metas: dict[int, dict] = {}
+        read = 0
         for key, raw in self.joins.items():
             value = orjson.loads(raw)
             if key.startswith(META_KEY_PREFIX):
@@ -356,17 +372,20 @@ class Worker:
             if state is not None:
                 state.restore(key, value)
                 counts[value["p"]] += 1
+            read += 1
+            if read % 5000 == 0:
+                self._last_stage1 = time.monotonic()
+                await asyncio.sleep(0)
         for p, state in self.parts.items():
             state.finish_restore(metas.get(p))
             log.info("stage 1 partition %d rebuilt from %d join entries", p, counts[p])
-        self.stale = False
 
-    def _state(self, partition: int) -> PartitionState:
+    async def _state(self, partition: int) -> PartitionState:
         if self.stale:
-            self._rebuild()
+            await self._rebuild()
         state = self.parts.get(partition)
         if state is None:  # assigned after the last rebuild without a rebalance signal
-            self._rebuild()
+            await self._rebuild()
             state = self.parts[partition]
         return state
 
@@ -377,7 +396,7 @@ class Worker:
     async def on_input(self, event: EventT) -> None:
         self._last_stage1 = now = time.monotonic()
         msg = event.message
-        state = self._state(msg.partition)
+        state = await self._state(msg.partition)
         if msg.topic == self.ticks_name:
             await self.on_tick(state, orjson.loads(msg.value)["wall"])
             return

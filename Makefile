@@ -58,7 +58,7 @@ test-integration: $(STAMP) system-deps
 bench: $(STAMP) $(PEER_STAMP) system-deps
 	$(PY) bench/platform_bench.py
 	$(PY) bench/throughput.py
-	$(PY) bench/freshness.py
+	$(PY) bench/freshness.py --duration 40
 	$(PY) bench/memory_recovery.py
 
 lint: $(STAMP)

@@ -7,8 +7,8 @@ payloads; 8 partitions per input topic), then times, each from an empty consumer
 until the group has committed every input offset *and* every record its own internal topics held at that
 moment (stage 2's partials for modelmon, the repartition topic for the peer: the metrics are complete):
   * the limit: a plain confluent-kafka consumer that consumes in batches and decodes with orjson;
-  * Faust's floor: bench/faust_noop.py, an agent that does nothing (asyncio loop, Faust's default, and
-    uvloop, which the worker uses);
+  * Faust's floor: bench/faust_noop.py, an agent that does nothing, on uvloop like the worker (the higher
+    floor; `--noop-loops uvloop,aio` adds Faust's default asyncio loop);
   * the peer: bench/peers/quix_peer.py, the same job (join by request id, tumbling per-model accuracy
     and rate) written with Quix Streams, in its own virtualenv (.venv-peer, `make peer-venv`);
   * modelmon: `modelmon worker` from empty state (rocksdict store);
@@ -202,6 +202,11 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=1_000_000, help="input records to preload (approx.)")
     parser.add_argument("--skip", default="", help="comma-separated runs to leave out: noop,peer,scale")
+    parser.add_argument(
+        "--noop-loops",
+        default="uvloop",
+        help="event loops for the Faust no-op run, comma-separated: uvloop (the worker's loop), aio",
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     HOME.mkdir(exist_ok=True)
@@ -229,8 +234,8 @@ def main() -> None:
 
     record(limit_run(settings, total))
     if "noop" not in skip:
-        record(noop_run(settings, total, "aio"))
-        record(noop_run(settings, total, "uvloop"))
+        for loop in args.noop_loops.split(","):
+            record(noop_run(settings, total, loop))
     if "peer" not in skip:
         record(peer_run(settings, total))
     record(modelmon_run(settings, total, 1))

@@ -268,7 +268,9 @@ def main() -> None:
         "broker runs on the same 2 cores. Each consumer starts from an empty group on the same topics "
         "and is timed from process start (imports, group join and table recovery included) until its "
         "group has committed every input offset and every record of its internal topics "
-        "(partials, repartition) that existed at that moment.\n\n" + "\n".join(table) + "\n",
+        "(partials, repartition) that existed at that moment.\n\n"
+        + "\n".join(table)
+        + f"\n\n<!-- modelmon-1w-rate: {mm.rate:.0f} -->\n",
     )
 
 

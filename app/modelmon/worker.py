@@ -40,9 +40,9 @@ MAX_DEAD_LETTER_PAYLOAD = 8192
 # three of them, and a 2 GiB block cache, per partition) let memtables hold the whole join table in RAM:
 # a worker with 1 M pending joins peaked at 660 MiB. Small buffers flush to disk instead.
 ROCKSDB_OPTIONS = {
-    "write_buffer_size": 4 * 2**20,
+    "write_buffer_size": 2 * 2**20,
     "max_write_buffer_number": 2,
-    "block_cache_size": 8 * 2**20,
+    "block_cache_size": 4 * 2**20,
 }
 
 
@@ -114,7 +114,7 @@ class Worker:
             # Above what one fetch brings in, so Faust's per-partition back-pressure (pausing a partition
             # whose buffer fills) stays out of the way: it is a suspect in stalls seen after rebalances.
             # Not higher: with a backlog the buffer fills, and 65536 buffered events cost about 50 MiB.
-            stream_buffer_maxsize=16384,
+            stream_buffer_maxsize=8192,
         )
         app = self.app
         self.pred_name = topic_name(settings, "predictions")

@@ -1,4 +1,4 @@
-"""Shared parts of the benchmarks: a local broker of their own, preloading, timing a consumer group.
+"""Shared parts of the benchmarks: a local broker of their own, preloading, offsets, lag, the report file.
 
 Every benchmark runs against the real local Kafka broker on ports 19492/19493 (state in .modelmon-bench/)
 and writes its figures into a marked section of docs/benchmarks.md.
@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -73,52 +70,6 @@ def end_offsets(settings: Settings, tps: Sequence[TopicPartition]) -> dict[tuple
         cons.close()
 
 
-@dataclass
-class GroupRun:
-    elapsed_s: float
-    peak_rss_mb: float
-
-
-def time_group(
-    cmd: list[str],
-    env: dict[str, str],
-    settings: Settings,
-    group: str,
-    log_path: Path,
-    timeout_s: float = 1200,
-    cwd: Path | None = None,
-) -> GroupRun:
-    """Start a consumer process and time it until its group has committed every input offset."""
-    tps = input_partitions(settings)
-    ends = end_offsets(settings, tps)
-    admin = admin_client(settings)
-    with log_path.open("wb") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    try:
-        while time.perf_counter() - t0 < timeout_s:
-            if proc.poll() is not None:
-                raise SystemExit(f"{cmd[0]} exited with {proc.returncode}; see {log_path}")
-            try:
-                peak = max(peak, sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)]))
-                res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])
-                got = {(tp.topic, tp.partition): tp.offset for tp in res[group].result(10).topic_partitions}
-            except (KafkaException, psutil.Error):
-                got = {}
-            if got and all(got.get(k, 0) >= v for k, v in ends.items() if v > 0):
-                return GroupRun(time.perf_counter() - t0, peak / 2**20)
-            time.sleep(0.2)
-        raise SystemExit(f"{cmd} did not finish within {timeout_s:.0f} s; see {log_path}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
     env.update({var.name: str(getattr(settings, var.attr)) for var in ENV_VARS})
@@ -134,10 +85,6 @@ def machine() -> str:
         f"{platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
         f"Python {platform.python_version()}, modelmon {__version__}, Apache Kafka 4.2.0 (local, same host)"
     )
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
 
 
 def write_section(name: str, text: str) -> None:

@@ -160,7 +160,6 @@ class Worker:
         self._recovery_progress: tuple[float, int] | None = None
         self.changelog: ChangelogWriter | None = None
         app.task(self._install_commit_barrier)
-        app.task(self._install_ack_dedupe)
         self._last_stage1: float | None = None
         # (topic, partition) -> (last offset processed, when it last moved): the stuck-partition check
         self._tp_progress: dict[tuple[str, int], tuple[int, float]] = {}
@@ -202,28 +201,6 @@ class Worker:
             changelog.persist_offsets([self.joins, self.windows], acked, self.app.assignor.assigned_actives())
 
         producer.flush = flush_including_changelog
-
-    async def _install_ack_dedupe(self) -> None:
-        """Drop duplicate acked offsets before Faust looks for the next offset to commit.
-
-        faust-streaming 0.15.3 keeps the last offset of each committed batch in its per-partition acked
-        list but removes it from the index that guards against acking an offset twice; messages
-        re-delivered after a rebalance are then acked again and the list holds each offset twice
-        (seen: ``acked=[468, 469, 469, 470, 470, ...]``). Its search for consecutive offsets stops at the
-        first duplicate, so every commit advanced the partition by one offset: a worker processed
-        29,000 records of a partition and committed 469. The acked offsets as a set are what Faust
-        means; deduplicating them restores its commit arithmetic.
-        """
-        consumer = self.app.consumer
-        new_offset = consumer._new_offset
-
-        def new_offset_without_duplicates(tp: Any) -> int | None:
-            acked = consumer._acked.get(tp)
-            if acked and len(set(acked)) != len(acked):
-                acked[:] = sorted(set(acked))
-            return new_offset(tp)
-
-        consumer._new_offset = new_offset_without_duplicates
 
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         self.stale = True

@@ -78,31 +78,3 @@ def test_restarts_when_stage1_stops(monkeypatch, tmp_path):
     assert restarts == []
     at(2)
     assert len(restarts) == 1
-
-
-def test_duplicate_acks_no_longer_stall_faust_commits(monkeypatch, tmp_path):
-    """Faust's own `_new_offset`, fed the duplicated acked list seen in a stalled worker: with the wrapper
-    installed the whole run of processed offsets becomes committable, without it only one more offset."""
-    from collections import defaultdict
-
-    from faust.transport.consumer import Consumer
-    from intervaltree import IntervalTree
-
-    def faust_consumer() -> SimpleNamespace:
-        fake = SimpleNamespace(
-            _acked={"tp": [468, 469, 469, 470, 470, 471, 471, 472, 472]},
-            _acked_index=defaultdict(set),
-            _gap=defaultdict(IntervalTree),
-            _committed_offset={"tp": 469},
-        )
-        fake._new_offset = lambda tp: Consumer._new_offset(fake, tp)
-        return fake
-
-    assert faust_consumer()._new_offset("tp") == 470  # the stall: one offset per commit
-
-    w = worker_module.Worker(Settings(home=str(tmp_path)), input_partitions=8)
-    consumer = faust_consumer()
-    monkeypatch.setattr(type(w.app), "consumer", property(lambda self: consumer))
-    asyncio.run(w._install_ack_dedupe())
-    assert consumer._new_offset("tp") == 473  # everything processed is committable
-    assert consumer._acked["tp"] == []

@@ -101,10 +101,6 @@ class ChangelogWriter:
                 )
             self._producer.poll(0.005)
 
-    def flush(self, timeout_s: float = 60.0) -> dict[tuple[str, int], int]:
-        """Block until every record queued so far is acknowledged (shutdown, tests)."""
-        return self.wait(self.barrier(), timeout_s)
-
     @staticmethod
     def persist_offsets(tables: list[Any], acked: dict[tuple[str, int], int], active: set[TP]) -> None:
         """Record in each table's store how far its changelog is reflected locally (owned partitions only).

@@ -177,17 +177,19 @@ class Worker:
         The commit barrier (:meth:`_install_commit_barrier`) waits for those records before any input
         offset is committed, so a committed offset always means its table writes are acknowledged.
         """
+        self._changelog().put(table, key, value, partition)
+
+    def _changelog(self) -> ChangelogWriter:
+        """The changelog producer, created on first use (constructing a Worker stays free of clients)."""
         if self.changelog is None:
             self.changelog = ChangelogWriter(self.s)
-        self.changelog.put(table, key, value, partition)
+        return self.changelog
 
     async def _install_commit_barrier(self) -> None:
         """Make every producer flush (Faust runs one before each commit and on revoke) flush the changelog."""
         producer = self.app.producer
         flush = producer.flush
-        if self.changelog is None:
-            self.changelog = ChangelogWriter(self.s)
-        changelog = self.changelog
+        changelog = self._changelog()
         loop = asyncio.get_running_loop()
 
         async def flush_including_changelog() -> None:

@@ -20,6 +20,11 @@ Exactness of float sums
 
 Labels
     Class labels are canonicalised to strings by :func:`canonical_label`; see there for the rules.
+
+Distributions
+    Feature values, scores and predictions are kept as counts on fixed buckets (:func:`signed_log_bucket`
+    for numbers, :func:`unit_bucket` for probabilities) or as bounded category counts, so they merge
+    exactly like everything else; drift tests compare these counts between windows.
 """
 
 from __future__ import annotations
@@ -29,17 +34,25 @@ import sys
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Context, Decimal
 from typing import Any
 
 __all__ = [
+    "DEFAULT_CATEGORY_CAP",
     "DEFAULT_CLASS_CAP",
+    "DEFAULT_FEATURE_CAP",
     "HISTOGRAM_SPECS",
     "KNOWN_COUNTERS",
     "LOG_LOSS_EPS",
     "MAPE_ZERO_THRESHOLD",
     "OTHER",
+    "SIGNED_LOG_EDGES",
+    "SIGNED_LOG_MAX_BUCKET",
+    "BinCounts",
+    "CategoryCounts",
     "ClassificationAccumulator",
     "ConfusionCounts",
+    "FeatureStats",
     "HistogramSpec",
     "LogHistogram",
     "RegressionAccumulator",
@@ -48,6 +61,10 @@ __all__ = [
     "exact_sum_from_json",
     "exact_sum_to_json",
     "score_terms",
+    "signed_log_bounds",
+    "signed_log_bucket",
+    "unit_bounds",
+    "unit_bucket",
 ]
 
 OTHER = "__other__"
@@ -1018,12 +1035,492 @@ class RegressionAccumulator:
     __hash__ = None  # type: ignore[assignment]
 
 
+# ---------------------------------------------------------------------------------------- distributions
+SIGNED_LOG_MIN = 1e-9
+"""Smallest magnitude with a bucket of its own; (-1e-9, 1e-9) is bucket 0."""
+SIGNED_LOG_PER_OCTAVE = 8
+SIGNED_LOG_OCTAVES = 80
+SIGNED_LOG_MAX_BUCKET = 1 + SIGNED_LOG_PER_OCTAVE * SIGNED_LOG_OCTAVES
+"""641: the last positive bucket, [1e-9 * 2**80, inf) (about 1.2e15 and above)."""
+UNIT_MAX_BUCKET = 100
+DEFAULT_CATEGORY_CAP = 64
+DEFAULT_FEATURE_CAP = 64
+
+
+def _signed_log_edges() -> tuple[float, ...]:
+    """The smallest double >= 1e-9 * 2**(j / 8) for j = 0..640, from 120-digit decimal arithmetic.
+
+    Rounding up makes the bisection below equal the real-number formula for every double, and decimal
+    arithmetic (not the platform's pow) makes the table the same on every machine.
+    """
+    ctx = Context(prec=120)
+    lo = Decimal(SIGNED_LOG_MIN)  # the double 1e-9, exactly
+    steps = [ctx.power(Decimal(2), ctx.divide(Decimal(k), Decimal(SIGNED_LOG_PER_OCTAVE))) for k in range(8)]
+    edges = []
+    for j in range(SIGNED_LOG_MAX_BUCKET):
+        octave, step = divmod(j, SIGNED_LOG_PER_OCTAVE)
+        exact = ctx.multiply(ctx.multiply(lo, steps[step]), Decimal(2**octave))
+        f = float(exact)  # correctly rounded
+        if Decimal(f) < exact:
+            f = math.nextafter(f, _INF)
+        edges.append(f)
+    return tuple(edges)
+
+
+SIGNED_LOG_EDGES: tuple[float, ...] = _signed_log_edges()
+"""Lower edges of the positive buckets: ``SIGNED_LOG_EDGES[j]`` (the smallest double >= 1e-9 * 2**(j / 8))
+starts bucket j + 1, so positive bucket b holds exactly the values with b edges <= |x|, i.e.
+``bisect_right(SIGNED_LOG_EDGES, |x|)``."""
+_UNIT_EDGES: tuple[float, ...] = tuple(i / 100 for i in range(UNIT_MAX_BUCKET + 1))
+_bisect_right = bisect_right
+
+
+def signed_log_bucket(x: float) -> int:
+    """Bucket of a real number on a symmetric log scale: 8 buckets per octave of |x| from 1e-9 to ~1.2e15.
+
+    0 when |x| < 1e-9, else sign(x) * (1 + floor(log2(|x| / 1e-9) * 8)), clipped to +-641 (infinities
+    and huge ints included), evaluated exactly (a bisection in :data:`SIGNED_LOG_EDGES`, so it agrees
+    with :func:`signed_log_bounds`; the formula evaluated in floating point can round across an edge
+    for a value within an ulp or so of it). Sorting buckets sorts the values. NaN raises ValueError.
+    """
+    if type(x) is not float:
+        if isinstance(x, (str, bytes, bytearray)):
+            raise ValueError(f"signed_log_bucket needs a number, got {type(x).__name__}")
+        try:
+            x = float(x)  # ints (exact enough: every int beyond 2**53 is in the last bucket), numpy scalars
+        except OverflowError:  # an int beyond the float range
+            return SIGNED_LOG_MAX_BUCKET if x > 0 else -SIGNED_LOG_MAX_BUCKET
+    if x > 0.0:
+        return _bisect_right(SIGNED_LOG_EDGES, x)
+    if x < 0.0:
+        return -_bisect_right(SIGNED_LOG_EDGES, -x)
+    if x == 0.0:
+        return 0
+    raise ValueError("signed_log_bucket of NaN")
+
+
+def signed_log_bounds(idx: int) -> tuple[float, float]:
+    """Value range of a :func:`signed_log_bucket` bucket.
+
+    Positive buckets are [lo, hi); negative ones mirror them, i.e. (lo, hi] with lo = -hi(+), hi = -lo(+);
+    bucket 0 is the open interval (-1e-9, 1e-9); the outermost buckets reach +-inf.
+    """
+    a = -idx if idx < 0 else idx
+    if a > SIGNED_LOG_MAX_BUCKET:
+        raise ValueError(f"no signed-log bucket {idx}")
+    if a == 0:
+        return -SIGNED_LOG_MIN, SIGNED_LOG_MIN
+    lo = SIGNED_LOG_EDGES[a - 1]
+    hi = SIGNED_LOG_EDGES[a] if a < SIGNED_LOG_MAX_BUCKET else _INF
+    return (lo, hi) if idx > 0 else (-hi, -lo)
+
+
+def unit_bucket(p: float) -> int:
+    """Percent bucket of a probability: floor(p * 100) clipped to 0..100 (p == 1.0 is bucket 100).
+
+    Defined by the edges i / 100 of :func:`unit_bounds` (a bisection): where p * 100 rounds across an
+    integer (0.29 * 100 == 28.999...), p still lands in the bucket whose bounds contain it (0.29 is
+    bucket 29). NaN raises ValueError.
+    """
+    if p >= 1.0:
+        return UNIT_MAX_BUCKET
+    if p > 0.0:
+        return _bisect_right(_UNIT_EDGES, p) - 1
+    if p <= 0.0:
+        return 0
+    raise ValueError("unit_bucket of NaN")
+
+
+def unit_bounds(idx: int) -> tuple[float, float]:
+    """[idx / 100, (idx + 1) / 100) for buckets 0..99; bucket 100 is the single value 1.0, as (1.0, 1.0)."""
+    if not 0 <= idx <= UNIT_MAX_BUCKET:
+        raise ValueError(f"no unit bucket {idx}")
+    if idx == UNIT_MAX_BUCKET:
+        return 1.0, 1.0
+    return _UNIT_EDGES[idx], _UNIT_EDGES[idx + 1]
+
+
+class BinCounts:
+    """Sparse counts per integer bucket ({bucket: n}, no zero entries); merges by adding counts."""
+
+    __slots__ = ("_c",)
+
+    def __init__(self) -> None:
+        self._c: dict[int, int] = {}
+
+    def update(self, bucket: int, n: int = 1) -> BinCounts:
+        if type(bucket) is not int:
+            raise ValueError(f"bucket must be an int, got {type(bucket).__name__}")
+        if type(n) is not int or n < 1:
+            raise ValueError("n must be an int >= 1")
+        c = self._c
+        c[bucket] = c.get(bucket, 0) + n
+        return self
+
+    def merge(self, other: BinCounts) -> BinCounts:
+        c = self._c
+        for k, v in other._c.items():
+            c[k] = c.get(k, 0) + v
+        return self
+
+    @property
+    def n(self) -> int:
+        return sum(self._c.values())
+
+    def counts(self) -> dict[int, int]:
+        """A copy of the counts, in bucket order."""
+        c = self._c
+        return {k: c[k] for k in sorted(c)}
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self._c
+        return {"buckets": {str(k): c[k] for k in sorted(c)}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BinCounts:
+        b = cls()
+        for k, v in d["buckets"].items():
+            v = int(v)
+            if v <= 0:
+                raise ValueError("bucket counts must be positive")
+            b._c[int(k)] = v
+        return b
+
+    def copy(self) -> BinCounts:
+        b = BinCounts.__new__(BinCounts)
+        b._c = dict(self._c)
+        return b
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BinCounts) and self._c == other._c
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"BinCounts(n={self.n}, buckets={len(self._c)})"
+
+
+class CategoryCounts:
+    """Counts of string values, bounded: the ``cap`` smallest values (string order) plus a fold.
+
+    The fold (``other``, shown as ``"__other__"``) holds the count of every other value. Kept = the
+    ``cap`` smallest of all values seen, which composes like :class:`ConfusionCounts`' class cap: a value
+    dropped by one part has ``cap`` smaller values there, hence in any union, so merging parts in any
+    order equals counting in one pass. A value that is itself ``"__other__"`` goes to the fold. ``n`` is
+    always exact.
+    """
+
+    __slots__ = ("_c", "_max", "cap", "other")
+
+    def __init__(self, cap: int = DEFAULT_CATEGORY_CAP) -> None:
+        if cap < 1:
+            raise ValueError("category cap must be >= 1")
+        self.cap = int(cap)
+        self._c: dict[str, int] = {}
+        self.other = 0
+        self._max: str | None = None  # cached largest kept value (valid while set)
+
+    def update(self, value: str, n: int = 1) -> CategoryCounts:
+        if type(n) is not int or n < 1:
+            raise ValueError("n must be an int >= 1")
+        c = self._c
+        have = c.get(value)
+        if have is not None:
+            c[value] = have + n
+        elif type(value) is not str:
+            raise ValueError(f"category must be a str, got {type(value).__name__}")
+        else:
+            self._admit(value, n)
+        return self
+
+    def _admit(self, value: str, n: int) -> None:
+        """Count a value not kept yet: keep it (evicting the largest kept one if full) or fold it."""
+        if value == OTHER:
+            self.other += n
+            return
+        c = self._c
+        if len(c) < self.cap:
+            c[value] = n
+            mx = self._max
+            if mx is not None and value > mx:
+                self._max = value
+            return
+        mx = self._max
+        if mx is None:
+            mx = self._max = max(c)
+        if value < mx:
+            self.other += c.pop(mx)
+            c[value] = n
+            self._max = None
+        else:
+            self.other += n
+
+    def merge(self, other: CategoryCounts) -> CategoryCounts:
+        if other.cap != self.cap:
+            raise ValueError(f"cannot merge category counts with cap {other.cap} into cap {self.cap}")
+        c = self._c
+        for k, v in other._c.items():
+            c[k] = c.get(k, 0) + v
+        self.other += other.other
+        if len(c) > self.cap:
+            for k in sorted(c)[self.cap :]:
+                self.other += c.pop(k)
+        self._max = None
+        return self
+
+    @property
+    def n(self) -> int:
+        return sum(self._c.values()) + self.other
+
+    def counts(self) -> dict[str, int]:
+        """Kept values in string order, then ``"__other__"`` when it is not zero."""
+        c = self._c
+        out = {k: c[k] for k in sorted(c)}
+        if self.other:
+            out[OTHER] = self.other
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self._c
+        d: dict[str, Any] = {"counts": {k: c[k] for k in sorted(c)}, "other": self.other}
+        if self.cap != DEFAULT_CATEGORY_CAP:
+            d["cap"] = self.cap
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CategoryCounts:
+        cc = cls(int(d.get("cap", DEFAULT_CATEGORY_CAP)))
+        for k, v in d["counts"].items():
+            v = int(v)
+            if v <= 0 or k == OTHER:
+                raise ValueError("category counts must be positive and not named __other__")
+            cc._c[str(k)] = v
+        cc.other = int(d["other"])
+        if cc.other < 0 or len(cc._c) > cc.cap:
+            raise ValueError("category counts are inconsistent with their cap")
+        return cc
+
+    def copy(self) -> CategoryCounts:
+        cc = CategoryCounts.__new__(CategoryCounts)
+        cc.cap, cc.other, cc._max = self.cap, self.other, self._max
+        cc._c = dict(self._c)
+        return cc
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, CategoryCounts)
+            and self.cap == other.cap
+            and self.other == other.other
+            and self._c == other._c
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CategoryCounts(n={self.n}, kept={len(self._c)}, other={self.other})"
+
+
+class FeatureStats:
+    """Per-feature value distributions of a window's predictions, from already-bucketed feature maps.
+
+    Input (:meth:`update`): one prediction's map {name: int bucket | str category} as stage 1 stores it
+    (:func:`modelmon.join.bucket_features`): numbers as :func:`signed_log_bucket` ints, strings and
+    booleans (``"true"``/``"false"``) as categories, nulls left out. Per kept name: ``numeric[name]``
+    (:class:`BinCounts`) and ``categorical[name]`` (:class:`CategoryCounts`); a feature that sends both
+    kinds has both. ``present[name]`` (non-null values) is their total, so a feature's missing count in
+    a window is ``predictions - present[name]``.
+
+    Names are bounded like categories: the ``cap`` smallest names (string order) are kept and the values
+    of other names are not counted; ``folded`` says some name was dropped (then the kept set is full).
+    Exact under merge by the same argument as :class:`CategoryCounts`. The name ``"__other__"`` is
+    reserved: in a map it marks that stage 1 dropped names of that prediction (it sets ``folded``).
+    Values of other types than int and str are ignored (the stage-1 bucketing never produces them).
+    """
+
+    __slots__ = ("_max", "_names", "cap", "categorical", "folded", "numeric")
+
+    def __init__(self, cap: int = DEFAULT_FEATURE_CAP) -> None:
+        if cap < 1:
+            raise ValueError("feature cap must be >= 1")
+        self.cap = int(cap)
+        self.numeric: dict[str, BinCounts] = {}
+        self.categorical: dict[str, CategoryCounts] = {}
+        self.folded = False
+        self._names: set[str] = set()  # kept names (keys of numeric | categorical)
+        self._max: str | None = None  # cached largest kept name (valid while set)
+
+    def update(self, features: Mapping[str, int | str]) -> FeatureStats:
+        """Count one prediction's bucketed features."""
+        num = self.numeric
+        cat = self.categorical
+        for name, v in features.items():
+            t = type(v)
+            if t is int:
+                bc = num.get(name)
+                if bc is None:
+                    if not self._admit(name):
+                        continue
+                    bc = num[name] = BinCounts()
+                c = bc._c
+                c[v] = c.get(v, 0) + 1
+            elif t is str:
+                cc = cat.get(name)
+                if cc is None:
+                    if not self._admit(name):
+                        continue
+                    cc = cat[name] = CategoryCounts()
+                cs = cc._c
+                have = cs.get(v)
+                if have is not None:
+                    cs[v] = have + 1
+                else:
+                    cc._admit(v, 1)  # type: ignore[arg-type]
+        return self
+
+    def _admit(self, name: str) -> bool:
+        """Whether values of a name without counts of this kind are kept (admitting it if needed)."""
+        names = self._names
+        if name in names:
+            return True
+        if name == OTHER:
+            self.folded = True
+            return False
+        if len(names) < self.cap:
+            names.add(name)
+            mx = self._max
+            if mx is not None and name > mx:
+                self._max = name
+            return True
+        self.folded = True
+        mx = self._max
+        if mx is None:
+            mx = self._max = max(names)
+        if name < mx:
+            self._drop(mx)
+            names.add(name)
+            self._max = None
+            return True
+        return False
+
+    def _drop(self, name: str) -> None:
+        self._names.discard(name)
+        self.numeric.pop(name, None)
+        self.categorical.pop(name, None)
+
+    def merge(self, other: FeatureStats) -> FeatureStats:
+        if other.cap != self.cap:
+            raise ValueError(f"cannot merge feature stats with cap {other.cap} into cap {self.cap}")
+        for name, bc in other.numeric.items():
+            mine = self.numeric.get(name)
+            if mine is None:
+                self.numeric[name] = bc.copy()
+            else:
+                mine.merge(bc)
+        for name, cc in other.categorical.items():
+            mine_c = self.categorical.get(name)
+            if mine_c is None:
+                self.categorical[name] = cc.copy()
+            else:
+                mine_c.merge(cc)
+        names = self._names
+        names |= other._names
+        if other.folded:
+            self.folded = True
+        if len(names) > self.cap:
+            for name in sorted(names)[self.cap :]:
+                self._drop(name)
+            self.folded = True
+        self._max = None
+        return self
+
+    def names(self) -> list[str]:
+        """Kept feature names, sorted."""
+        return sorted(self._names)
+
+    def count(self, name: str) -> int:
+        """Non-null values of one feature (0 when not kept)."""
+        bc = self.numeric.get(name)
+        cc = self.categorical.get(name)
+        return (0 if bc is None else bc.n) + (0 if cc is None else cc.n)
+
+    @property
+    def present(self) -> dict[str, int]:
+        """{name: non-null values} for every kept name, sorted by name."""
+        return {name: self.count(name) for name in sorted(self._names)}
+
+    def tracks(self, name: str) -> bool:
+        """Whether this name's count is known: kept, or never seen (below the largest kept name if folded)."""
+        if name in self._names or not self.folded:
+            return True
+        return bool(self._names) and name < max(self._names)
+
+    @property
+    def n(self) -> int:
+        """Total non-null values counted (0 means the part is empty)."""
+        return sum(b.n for b in self.numeric.values()) + sum(c.n for c in self.categorical.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "numeric": {k: self.numeric[k].to_dict() for k in sorted(self.numeric)},
+            "categorical": {k: self.categorical[k].to_dict() for k in sorted(self.categorical)},
+            "folded": self.folded,
+        }
+        if self.cap != DEFAULT_FEATURE_CAP:
+            d["cap"] = self.cap
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureStats:
+        fs = cls(int(d.get("cap", DEFAULT_FEATURE_CAP)))
+        fs.numeric = {str(k): BinCounts.from_dict(v) for k, v in d["numeric"].items()}
+        fs.categorical = {str(k): CategoryCounts.from_dict(v) for k, v in d["categorical"].items()}
+        fs.folded = bool(d["folded"])
+        fs._names = set(fs.numeric) | set(fs.categorical)
+        if len(fs._names) > fs.cap or OTHER in fs._names:
+            raise ValueError("feature stats exceed their name cap")
+        return fs
+
+    def copy(self) -> FeatureStats:
+        fs = FeatureStats.__new__(FeatureStats)
+        fs.cap, fs.folded, fs._max = self.cap, self.folded, self._max
+        fs.numeric = {k: v.copy() for k, v in self.numeric.items()}
+        fs.categorical = {k: v.copy() for k, v in self.categorical.items()}
+        fs._names = set(self._names)
+        return fs
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FeatureStats) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FeatureStats(names={len(self._names)}, folded={self.folded})"
+
+
 # ----------------------------------------------------------------------------------------------- window
+_MERGED_PARTS = (
+    "latency",
+    "label_delay",
+    "classification",
+    "regression",
+    "features",
+    "confidence",
+    "predicted",
+    "predicted_values",
+)
+
+
 class WindowAccumulator:
     """Everything one (model, model_version, window) holds; all parts are mergeable sums.
 
     Sub-accumulators are created on first use (``None`` until then), so an empty window costs a few
-    ints. Bad values never raise from the ``add_*`` methods: they are counted as ``rejected:<reason>``
+    ints, and a window whose predictions carried no features or scores serialises as it did before
+    those parts existed. Distributions (:meth:`add_prediction`): ``features`` (:class:`FeatureStats`),
+    ``confidence`` (:func:`unit_bucket` of the predicted class's score), ``predicted`` (predicted
+    classes, bounded by the class cap) and ``predicted_values`` (:func:`signed_log_bucket` of regression
+    predictions); the last three count error-free predictions only.
+
+    Bad values never raise from the ``add_*`` methods: they are counted as ``rejected:<reason>``
     (reasons: ``latency``, ``label_delay``, ``task``, ``label``, ``scores``, ``regression_value``) and
     the rest of the event is kept where meaningful. These are values that passed (or bypassed) schema
     validation but cannot be used; events dead-lettered by the plumbing are ``invalid:<reason>``,
@@ -1033,11 +1530,15 @@ class WindowAccumulator:
     __slots__ = (
         "class_cap",
         "classification",
+        "confidence",
         "counters",
         "errors",
+        "features",
         "label_delay",
         "labelled",
         "latency",
+        "predicted",
+        "predicted_values",
         "predictions",
         "regression",
     )
@@ -1053,14 +1554,35 @@ class WindowAccumulator:
         self.label_delay: LogHistogram | None = None
         self.classification: ClassificationAccumulator | None = None
         self.regression: RegressionAccumulator | None = None
+        self.features: FeatureStats | None = None
+        self.confidence: BinCounts | None = None
+        self.predicted: CategoryCounts | None = None
+        self.predicted_values: BinCounts | None = None
         self.counters: dict[str, int] = {}
 
     def _reject(self, reason: str) -> None:
         key = "rejected:" + reason
         self.counters[key] = self.counters.get(key, 0) + 1
 
-    def add_prediction(self, latency_ms: float | None, error: bool) -> None:
-        """One prediction event; ``error`` marks a failed inference. Latency None = not reported."""
+    def add_prediction(
+        self,
+        latency_ms: float | None,
+        error: bool,
+        *,
+        features: Mapping[str, int | str] | None = None,
+        task: str | None = None,
+        prediction: Any = None,
+        scores: Mapping[Any, Any] | None = None,
+    ) -> None:
+        """One prediction event; ``error`` marks a failed inference. Latency None = not reported.
+
+        ``features`` is the prediction's already-bucketed map (see :class:`FeatureStats`), counted for
+        every prediction. For an error-free one, ``task``/``prediction``/``scores`` feed the output
+        distributions: a classification's predicted class, and its confidence = the score of that class
+        (``scores[prediction]``; a single score {k: p} for another class reads as the binary complement
+        1 - p, as in :func:`score_terms`; else the largest score); a regression's predicted value.
+        Values these cannot use are skipped (the outcome path counts them as ``rejected:<reason>``).
+        """
         self.predictions += 1
         if error:
             self.errors += 1
@@ -1072,6 +1594,56 @@ class WindowAccumulator:
                 h.update(latency_ms)
             except ValueError:
                 self._reject("latency")
+        if features:
+            fs = self.features
+            if fs is None:
+                fs = self.features = FeatureStats()
+            fs.update(features)
+        if error or prediction is None or task is None:
+            return
+        if task in CLASSIFICATION_TASKS:
+            try:
+                label = prediction if type(prediction) is str else canonical_label(prediction)
+            except ValueError:
+                return
+            pc = self.predicted
+            if pc is None:
+                pc = self.predicted = CategoryCounts(self.class_cap)
+            pcs = pc._c
+            have = pcs.get(label)
+            if have is not None:
+                pcs[label] = have + 1
+            else:
+                pc._admit(label, 1)
+            if scores:
+                try:
+                    conf = scores.get(label)
+                    if conf is None:
+                        if len(scores) == 1:
+                            conf = 1.0 - next(iter(scores.values()))
+                        else:
+                            conf = max(scores.values())
+                    b = unit_bucket(conf)
+                except (TypeError, ValueError):
+                    return
+                cb = self.confidence
+                if cb is None:
+                    cb = self.confidence = BinCounts()
+                c = cb._c
+                c[b] = c.get(b, 0) + 1
+        elif task in REGRESSION_TASKS:
+            t = type(prediction)
+            if t is not float and t is not int:
+                return
+            try:
+                b = signed_log_bucket(prediction)
+            except ValueError:
+                return
+            pv = self.predicted_values
+            if pv is None:
+                pv = self.predicted_values = BinCounts()
+            c = pv._c
+            c[b] = c.get(b, 0) + 1
 
     def add_outcome(
         self,
@@ -1199,7 +1771,7 @@ class WindowAccumulator:
         self.predictions += other.predictions
         self.errors += other.errors
         self.labelled += other.labelled
-        for attr in ("latency", "label_delay", "classification", "regression"):
+        for attr in _MERGED_PARTS:
             theirs = getattr(other, attr)
             if theirs is None:
                 continue
@@ -1222,6 +1794,10 @@ class WindowAccumulator:
             or (self.label_delay is not None and self.label_delay.n)
             or (self.classification is not None and self.classification.n)
             or (self.regression is not None and self.regression.n)
+            or (self.features is not None and (self.features.n or self.features.folded))
+            or (self.confidence is not None and self.confidence.n)
+            or (self.predicted is not None and self.predicted.n)
+            or (self.predicted_values is not None and self.predicted_values.n)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -1242,6 +1818,14 @@ class WindowAccumulator:
             d["classification"] = self.classification.to_dict()
         if self.regression is not None and self.regression.n:
             d["regression"] = self.regression.to_dict()
+        if self.features is not None and (self.features.n or self.features.folded):
+            d["features"] = self.features.to_dict()
+        if self.confidence is not None and self.confidence.n:
+            d["confidence"] = self.confidence.to_dict()
+        if self.predicted is not None and self.predicted.n:
+            d["predicted"] = self.predicted.to_dict()
+        if self.predicted_values is not None and self.predicted_values.n:
+            d["predicted_values"] = self.predicted_values.to_dict()
         return d
 
     @classmethod
@@ -1263,6 +1847,16 @@ class WindowAccumulator:
                 raise ValueError("class cap of the confusion counts differs from the window's")
         if "regression" in d:
             w.regression = RegressionAccumulator.from_dict(d["regression"])
+        if "features" in d:
+            w.features = FeatureStats.from_dict(d["features"])
+        if "confidence" in d:
+            w.confidence = BinCounts.from_dict(d["confidence"])
+        if "predicted" in d:
+            w.predicted = CategoryCounts.from_dict(d["predicted"])
+            if w.predicted.cap != w.class_cap:
+                raise ValueError("class cap of the predicted classes differs from the window's")
+        if "predicted_values" in d:
+            w.predicted_values = BinCounts.from_dict(d["predicted_values"])
         return w
 
     def copy(self) -> WindowAccumulator:

@@ -1,7 +1,9 @@
 """`make demo`: a local broker, the topics, a worker and simulated traffic with incidents.
 
 Ctrl-C stops what the demo started (the simulator, the worker, and the broker if it was not running
-before). Event time runs 10x faster than the clock, so one-minute windows close every six seconds.
+before). Event time runs 10x faster than the clock, so one-minute windows close every six seconds; the
+example alert rules (deploy/alert-rules.yaml) learn their reference in the first hour of event time (six
+minutes), then catch the incidents.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ from .broker import LocalBroker
 from .settings import ENV_VARS, Settings
 from .topics import create_topics, topic_name
 
+EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "deploy" / "alert-rules.yaml"
 DEMO_DEFAULTS = {
-    "MODELMON_JOIN_HORIZON_S": "600",  # demo labels arrive within minutes: close windows 10 minutes later
+    # Demo labels arrive within minutes; windows (and the alert rules' 30-minute views) stay 30 minutes.
+    "MODELMON_JOIN_HORIZON_S": "1800",
     "MODELMON_IDLE_ADVANCE_S": "5",
     "MODELMON_STORE": "memory",
+    "MODELMON_ALERT_RULES": str(EXAMPLE_RULES) if EXAMPLE_RULES.exists() else "",
 }
+# After the rules' reference hour (event time), so every detector is armed when they start.
 INCIDENTS = (
-    "accuracy_drop@900+600:0.15:model=fraud-detector",
-    "latency_spike@1800+300:3.0:model=churn",
-    "traffic_drop@2400+300:0.5:model=price-regressor",
+    "accuracy_drop@4200+900:0.15:model=fraud-detector",
+    "latency_spike@5400+600:3.0:model=churn",
+    "traffic_drop@6600+600:0.5:model=price-regressor",
+    "feature_missing@7800+600:0.5:model=fraud-detector:feature=amount",
 )
 
 
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "Where to look:\n"
         f"  kcat -b {settings.bootstrap} -C -t {topic_name(settings, 'model-metrics')} -o end -u\n"
         f"  kcat -b {settings.bootstrap} -C -t {topic_name(settings, 'dead-letter')} -o end -u\n"
+        "  modelmon alerts --follow          # alerts of the example rules (deploy/alert-rules.yaml)\n"
         f"  tail -f {worker_log}\n"
         "Ctrl-C stops the demo.\n",
         flush=True,

@@ -14,6 +14,8 @@ once per event:
     p   source partition            m, v   model, model_version
     pt  prediction event time       w      prediction window start
     k   task                        y      prediction        s  scores      lat  latency_ms   e  error flag
+    f   bucketed features {name: signed-log bucket (int) | category (str)} (see bucket_features; absent
+        when the prediction had none; older entries never have it)
     l   label                       lt     label event time  lm label's own model field
     ll  labels that came after the prediction expired
     dp, dl, rl   duplicate predictions, duplicate labels, relabels
@@ -24,13 +26,20 @@ once per event:
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .aggregate import OTHER, SIGNED_LOG_EDGES, signed_log_bucket
 from .schemas import GroundTruth, Prediction
 
 UNKNOWN_MODEL = "__unknown__"
+
+FEATURE_NAME_CAP = 64
+"""At most this many feature names (the smallest, in string order) are kept per prediction."""
+CATEGORY_CHARS = 64
+"""String feature values are cut to this many characters before they are counted as categories."""
 
 PRED_TOPIC = "p"
 GT_TOPIC = "g"
@@ -51,6 +60,41 @@ def canonical_label(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def bucket_features(features: dict[str, Any]) -> dict[str, int | str]:
+    """A prediction's features as the window accumulators count them, computed once per request.
+
+    Numbers become :func:`~modelmon.aggregate.signed_log_bucket` ints, strings their first 64 characters,
+    booleans ``"true"``/``"false"``; nulls (and anything else) are left out, i.e. missing. Beyond 64
+    names only the 64 smallest are kept and ``"__other__"`` holds how many were dropped (the window then
+    reports its feature names as capped). Stored in the join entry, so a rebuild recounts the same.
+    """
+    out: dict[str, int | str] = {}
+    edges, bisect = SIGNED_LOG_EDGES, bisect_right
+    for name, v in features.items():
+        t = type(v)
+        if t is float:  # signed_log_bucket inlined: this runs for every numeric feature of every request
+            if v > 0.0:
+                out[name] = bisect(edges, v)
+            elif v < 0.0:
+                out[name] = -bisect(edges, -v)
+            elif v == 0.0:
+                out[name] = 0
+            # NaN (JSON cannot carry it; a Python caller might) counts as missing
+        elif t is str:
+            out[name] = v if len(v) <= CATEGORY_CHARS else v[:CATEGORY_CHARS]
+        elif t is bool:
+            out[name] = "true" if v else "false"
+        elif t is int:
+            out[name] = signed_log_bucket(v)
+    if len(out) > FEATURE_NAME_CAP or OTHER in out:
+        names = sorted(k for k in out if k != OTHER)
+        kept = {k: out[k] for k in names[:FEATURE_NAME_CAP]}
+        if len(names) > FEATURE_NAME_CAP:
+            kept[OTHER] = len(names) - FEATURE_NAME_CAP
+        out = kept
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +138,10 @@ def apply_prediction(
     )
     if pred.scores is not None:
         new["s"] = pred.scores
+    if pred.features:
+        f = bucket_features(pred.features)
+        if f:
+            new["f"] = f
     if new.get("x") == "o":  # its label already expired as an orphan: no join, the prediction is unmatched
         return Outcome(new, "late_prediction")
     if "l" in new and abs(new["lt"] - ts) > horizon_s:
@@ -190,7 +238,15 @@ def effects(entry: Entry, window_size_s: float) -> Effects:
     booked_to = owner(entry, window_size_s)
     if "pt" in entry:
         m, v, w = booked_to
-        out[("pred", m, v, w)] = (entry["lat"], entry["e"])
+        # What add_prediction needs: latency, error, bucketed features, task, prediction, scores.
+        out[("pred", m, v, w)] = (
+            entry["lat"],
+            entry["e"],
+            entry.get("f"),
+            entry["k"],
+            entry["y"],
+            entry.get("s"),
+        )
         if expired is None and "l" in entry and entry["y"] is not None:
             delay = max(0.0, entry["lt"] - entry["pt"])
             out[("out", m, v, w)] = (entry["k"], entry["y"], entry["l"], entry.get("s"), delay)

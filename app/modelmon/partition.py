@@ -249,7 +249,8 @@ class PartitionState:
             kind, model, version, window = key[:4]
             acc = self._acc((model, version, window))
             if kind == "pred":
-                acc.add_prediction(value[0], value[1])
+                lat, err, feats, task, prediction, scores = value
+                acc.add_prediction(lat, err, features=feats, task=task, prediction=prediction, scores=scores)
             else:
                 task, prediction, label, scores, delay = value
                 acc.add_outcome(task, prediction, label, scores, delay)

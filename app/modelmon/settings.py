@@ -213,6 +213,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "How often changed windows are published to model-metrics.",
     ),
     EnvVar(
+        "MODELMON_ALERT_RULES",
+        "alert_rules",
+        "",
+        _str,
+        "Alert rules file (YAML, see deploy/alert-rules.yaml); reloaded when it changes. Empty: no alerts.",
+    ),
+    EnvVar(
         "MODELMON_TICK_INTERVAL_S",
         "tick_interval_s",
         "1",
@@ -288,6 +295,7 @@ class Settings:
     window_s: float = 60.0
     join_horizon_s: float = 86400.0
     emit_interval_s: float = 5.0
+    alert_rules: str = ""
     tick_interval_s: float = 1.0
     idle_advance_s: float = 30.0
     session_timeout_s: float = 30.0

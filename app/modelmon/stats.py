@@ -13,6 +13,8 @@ Conventions
     * ``brier`` is the multi-class Brier score in [0, 2] (see :func:`modelmon.aggregate.score_terms`);
       for a binary model it is twice the usual binary Brier score.
     * ``mean_error`` is the bias mean(prediction - label).
+    * A feature is *missing* from a prediction when it is absent or null; its missing count in a window
+      is ``predictions - present`` (see :class:`modelmon.aggregate.FeatureStats`).
 """
 
 from __future__ import annotations
@@ -26,15 +28,23 @@ from typing import Any
 from modelmon.aggregate import (
     KNOWN_COUNTERS,
     OTHER,
+    BinCounts,
     ClassificationAccumulator,
     RegressionAccumulator,
     WindowAccumulator,
+    unit_bounds,
 )
 
 __all__ = [
     "classification_metrics",
+    "data_quality",
+    "feature_distribution",
+    "feature_missing",
     "merge_windows",
+    "prediction_distribution",
     "regression_metrics",
+    "score_distribution",
+    "score_summary",
     "summarize",
     "wilson_interval",
 ]
@@ -171,6 +181,103 @@ def regression_metrics(acc: RegressionAccumulator | None) -> dict[str, Any]:
     }
 
 
+def data_quality(window: WindowAccumulator) -> dict[str, Any] | None:
+    """Per kept feature: non-null values and missing rate (absent or null); None when no feature was seen.
+
+    ``capped`` is True when feature names beyond the cap (64 smallest names) were not tracked.
+    """
+    fs = window.features
+    if fs is None or not (fs.n or fs.folded):
+        return None
+    n = window.predictions
+    return {
+        "features": {
+            name: {"present": c, "missing_rate": _ratio(n - c, n)} for name, c in fs.present.items()
+        },
+        "capped": fs.folded,
+    }
+
+
+def score_summary(window: WindowAccumulator) -> dict[str, Any] | None:
+    """Scored error-free classification predictions and their mean confidence; None when there are none.
+
+    The mean uses each percent bucket's mid-point (bucket 100 is exactly 1.0), so it is within 0.005 of
+    the mean of the raw confidences.
+    """
+    conf = window.confidence
+    if conf is None:
+        return None
+    counts = conf.counts()
+    n = sum(counts.values())
+    if not n:
+        return None
+    total = 0.0
+    for b, c in counts.items():
+        lo, hi = unit_bounds(b)
+        total += 0.5 * (lo + hi) * c
+    return {"n": n, "confidence_mean": _num(min(1.0, total / n))}
+
+
+def feature_missing(window: WindowAccumulator, name: str) -> tuple[int, int]:
+    """(missing, predictions) of one feature in a window: predictions where it was absent or null.
+
+    A feature never seen is missing everywhere. When the window's feature names were capped and ``name``
+    sorts after every kept name, its count is unknown: (0, 0), i.e. no evidence either way.
+    """
+    n = window.predictions
+    fs = window.features
+    if fs is None:
+        return n, n
+    if not fs.tracks(name):
+        return 0, 0
+    return n - fs.count(name), n
+
+
+def _larger(a: Any, b: Any) -> tuple[Any, bool]:
+    """The non-empty one of (a BinCounts, a CategoryCounts) with more values, and whether it is ordered."""
+    na = 0 if a is None else a.n
+    nb = 0 if b is None else b.n
+    if na >= nb:
+        return a, True
+    return b, False
+
+
+def feature_distribution(window: WindowAccumulator, name: str) -> tuple[dict, bool] | None:
+    """One feature's value counts in a window, and whether their keys are ordered; None when it had none.
+
+    Numeric features give ({signed-log bucket: n}, True), categorical ones ({category: n}, False) with
+    ``"__other__"`` folding values beyond the category cap. A feature that sent both kinds gives the
+    kind with more values (numbers on a tie).
+    """
+    fs = window.features
+    if fs is None:
+        return None
+    dist, ordered = _larger(fs.numeric.get(name), fs.categorical.get(name))
+    if dist is None or not dist.n:
+        return None
+    return dist.counts(), ordered
+
+
+def score_distribution(window: WindowAccumulator) -> dict[int, int] | None:
+    """Counts of the confidence (percent buckets 0..100, see ``aggregate.unit_bucket``); None when empty."""
+    conf: BinCounts | None = window.confidence
+    if conf is None or not conf.n:
+        return None
+    return conf.counts()
+
+
+def prediction_distribution(window: WindowAccumulator) -> tuple[dict, bool] | None:
+    """Counts of the error-free predictions, and whether their keys are ordered; None when empty.
+
+    Regression: ({signed-log bucket: n}, True); classification: ({class: n}, False), classes beyond the
+    class cap folded into ``"__other__"``. A window with both gives the larger (regression on a tie).
+    """
+    dist, ordered = _larger(window.predicted_values, window.predicted)
+    if dist is None or not dist.n:
+        return None
+    return dist.counts(), ordered
+
+
 def summarize(window: WindowAccumulator, window_size_s: float, top_n: int | None = 20) -> dict[str, Any]:
     """The metric-event body sections of one (possibly merged) window accumulator.
 
@@ -181,6 +288,8 @@ def summarize(window: WindowAccumulator, window_size_s: float, top_n: int | None
     ``traffic.invalid`` and ``counters.invalid_by_reason`` count the ``invalid:<reason>`` counters (events
     dead-lettered by the plumbing); ``counters.rejected_by_reason`` the values the accumulator itself
     could not use (``rejected:<reason>``). Every name of ``KNOWN_COUNTERS`` is present (0 by default).
+    ``data_quality`` (:func:`data_quality`) and ``scores`` (:func:`score_summary`) are None when the
+    window saw no features, respectively no scored classification prediction.
     """
     if not (window_size_s > 0 and math.isfinite(window_size_s)):
         raise ValueError(f"window_size_s must be positive and finite, got {window_size_s!r}")
@@ -224,6 +333,8 @@ def summarize(window: WindowAccumulator, window_size_s: float, top_n: int | None
         "regression": regression_metrics(reg) if reg is not None and reg.n else None,
         "latency": latency,
         "counters": counters,
+        "data_quality": data_quality(w),
+        "scores": score_summary(w),
     }
 
 

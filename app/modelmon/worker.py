@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import time
+from bisect import bisect_left
 from collections import defaultdict
 from typing import Any
 
@@ -26,6 +28,9 @@ import uvloop
 from faust.types import EventT
 
 from . import join, rollup
+from .aggregate import WindowAccumulator
+from .alerts import engine as alert_engine
+from .alerts.rules import RulesError, RuleSet, load_rules
 from .changelog import ChangelogError, ChangelogWriter
 from .partition import META_KEY_PREFIX, PartitionState, meta_record_key
 from .schemas import InvalidEvent, decode_ground_truth, decode_prediction
@@ -128,6 +133,7 @@ class Worker:
         )
         self.metrics_topic = app.topic(topic_name(settings, "model-metrics"), **raw)
         self.dead_letter = app.topic(topic_name(settings, "dead-letter"), **raw)
+        self.alerts_topic = app.topic(topic_name(settings, "alerts"), **raw)
         self.joins = app.Table(
             "join", partitions=input_partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS
         )
@@ -138,6 +144,19 @@ class Worker:
             value_type=bytes,
             options=ROCKSDB_OPTIONS,
         )
+
+        # Alert state per (rule, model, version), written from stage 2 (partition q of the model).
+        self.alerts = app.Table(
+            "alerts",
+            partitions=settings.output_partitions,
+            key_type=bytes,
+            value_type=bytes,
+            options=ROCKSDB_OPTIONS,
+        )
+        self.rules, self._rules_stamp = self._load_rules()
+        self.series_q: dict[tuple[str, str | None], int] = {}  # stage-2 partition of each series
+        self.alert_index: dict[int, dict[bytes, tuple[str, str, str | None]]] = defaultdict(dict)
+        self._alert_low: dict[int, float] = {}  # low watermark of the last alert evaluation per q
 
         self.parts: dict[int, PartitionState] = {}
         self.stale = True  # set on rebalance: stage-1 memory is rebuilt from the join table
@@ -157,6 +176,7 @@ class Worker:
         app.timer(settings.emit_interval_s)(self.emit_metrics)
         app.timer(5.0)(self.watch_recovery)
         app.timer(10.0)(self.log_progress)
+        app.timer(5.0)(self.reload_rules)
         self._recovery_progress: tuple[float, int] | None = None
         self.changelog: ChangelogWriter | None = None
         app.task(self._install_commit_barrier)
@@ -200,7 +220,9 @@ class Worker:
             except ChangelogError as exc:
                 log.error("%s: restarting without committing", exc)
                 restart_process()
-            changelog.persist_offsets([self.joins, self.windows], acked, self.app.assignor.assigned_actives())
+            changelog.persist_offsets(
+                [self.joins, self.windows, self.alerts], acked, self.app.assignor.assigned_actives()
+            )
 
         producer.flush = flush_including_changelog
 
@@ -547,8 +569,15 @@ class Worker:
             if q in owned:
                 self.window_index[q][key] = (value["w"], value["fin"])
                 self.series[(value["m"], value["v"])][key] = value["w"]
+                self.series_q[(value["m"], value["v"])] = q
                 if not value["fin"]:
                     self.dirty_windows.add(key)
+        self.alert_index = defaultdict(dict)
+        self._alert_low = {}
+        for key, raw in self.alerts.items():
+            value = orjson.loads(raw)
+            if value.get("q") in owned:
+                self.alert_index[value["q"]][key] = (value["rule"], value["m"], value["v"])
         self.stage2_stale = False
 
     async def stage2(self, stream: Any) -> None:
@@ -565,6 +594,7 @@ class Worker:
             # A partition that has seen no event yet reports null: it holds every window open.
             self.watermarks[q][body["hb"]] = body["wm"] if body["wm"] is not None else float("-inf")
             await self.finalize_due(q, body["n"])
+            await self.evaluate_alerts(q, body["n"])
             return
         key = rollup.window_key(body["m"], body["v"], body["w"])
         raw = self.windows.data.get(key)
@@ -577,6 +607,7 @@ class Worker:
         self._put(self.windows, key, orjson.dumps(updated), q)
         self.window_index[q][key] = (updated["w"], False)
         self.series[(updated["m"], updated["v"])][key] = updated["w"]
+        self.series_q[(updated["m"], updated["v"])] = q
         self.dirty_windows.add(key)
 
     async def finalize_due(self, q: int, partitions: int) -> None:
@@ -610,6 +641,160 @@ class Worker:
             index[key] = (window, True)
             self.dirty_windows.discard(key)
             self.counts["stage2:final_windows"] += 1
+
+    # -- alerts ---------------------------------------------------------------------------------------
+
+    def _load_rules(self) -> tuple[RuleSet, tuple[float, int] | None]:
+        """The rules (none when unset); an invalid file raises RulesError, so the worker refuses it."""
+        path = self.s.alert_rules
+        if not path:
+            return RuleSet(()), None
+        rules = load_rules(path, self.s.window_s)
+        stat = os.stat(path)
+        log.info("alert rules: %d loaded from %s", len(rules.rules), path)
+        self._warn_about_views(rules)
+        return rules, (stat.st_mtime, stat.st_size)
+
+    def _warn_about_views(self, rules: RuleSet) -> None:
+        """Stage 2 keeps a window about two join horizons: a longer rolling view sees only part of itself."""
+        keep = 2 * self.s.join_horizon_s
+        for rule in rules.rules:
+            if rule.view_s is not None and rule.view_s > keep:
+                log.warning(
+                    "alert rules: %s has a %g s view, but windows are kept about %g s "
+                    "(2 x MODELMON_JOIN_HORIZON_S): its views cover only the windows still kept",
+                    rule.name,
+                    rule.view_s,
+                    keep,
+                )
+
+    async def reload_rules(self) -> None:
+        """Reload the rules file when it changed; an invalid file is reported and the old rules stay."""
+        path = self.s.alert_rules
+        if not path:
+            return
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            log.error(
+                "alert rules: cannot read %s (%s); keeping the %d loaded rules",
+                path,
+                exc,
+                len(self.rules.rules),
+            )
+            return
+        stamp = (stat.st_mtime, stat.st_size)
+        if stamp == self._rules_stamp:
+            return
+        self._rules_stamp = stamp
+        try:
+            rules = load_rules(path, self.s.window_s)
+        except RulesError as exc:
+            for problem in exc.problems:
+                log.error("alert rules: %s", problem)
+            log.error("alert rules: %s is invalid; keeping the %d loaded rules", path, len(self.rules.rules))
+            return
+        self.rules = rules
+        self._warn_about_views(rules)
+        self._alert_low = {}  # evaluate again at the next heartbeat, under the new rules
+        log.info("alert rules: reloaded %d rules from %s", len(rules.rules), path)
+
+    def _window_source(self, model: str, version: str | None) -> alert_engine.WindowSource:
+        """source(a, b): the merged accumulator of the series' windows starting in [a, b), decoded once."""
+        windows = sorted((w, key) for key, w in self.series.get((model, version), {}).items())
+        starts = [w for w, _ in windows]
+        cache: dict[bytes, WindowAccumulator] = {}
+
+        def source(a: float, b: float) -> WindowAccumulator:
+            out = WindowAccumulator()
+            for i in range(bisect_left(starts, a), bisect_left(starts, b)):
+                key = windows[i][1]
+                acc = cache.get(key)
+                if acc is None:
+                    raw = self.windows.data.get(key)
+                    acc = cache[key] = (
+                        rollup.merged(orjson.loads(raw)) if raw is not None else WindowAccumulator()
+                    )
+                out.merge(acc)
+            return out
+
+        return source
+
+    async def evaluate_alerts(self, q: int, partitions: int) -> None:
+        """Evaluate every rule for the series of stage-2 partition q up to the low watermark.
+
+        Runs while processing a partials record of partition q, so the alert-state writes land in
+        changelog partition q, and the commit barrier makes them durable before the record is committed.
+        """
+        wms = self.watermarks[q]
+        if len(wms) < partitions:
+            return
+        low = min(wms.values())
+        if low <= self._alert_low.get(q, float("-inf")):
+            return
+        self._alert_low[q] = low
+        now = time.time()
+        events: list[dict[str, Any]] = []
+        by_name = self.rules.by_name()
+        index = self.alert_index[q]
+        # States of rules that were removed, changed or no longer select the series: close and forget.
+        for key, (rule_name, model, version) in list(index.items()):
+            rule = by_name.get(rule_name)
+            raw = self.alerts.data.get(key)
+            state = orjson.loads(raw) if raw is not None else None
+            if (
+                state is not None
+                and rule is not None
+                and rule.digest == state["d"]
+                and rule.matches(model, version)
+            ):
+                continue
+            if state is not None:
+                reason = "rule removed" if rule is None else "rule changed"
+                event = alert_engine.retire(rule_name, state, model, version, reason, low, now)
+                if event is not None:
+                    events.append(event)
+            self._put(self.alerts, key, None, q)
+            del index[key]
+        series = {s for s, sq in self.series_q.items() if sq == q}
+        series.update((m, v) for _, m, v in index.values())
+        for model, version in sorted(series, key=lambda s: (s[0], s[1] or "")):
+            rules = self.rules.for_series(model, version)
+            if not rules:
+                continue
+            source = self._window_source(model, version)
+            windows = self.series.get((model, version), {})
+            for rule in rules:
+                key = f"{rule.name}|{model}|{version or ''}".encode()
+                raw = self.alerts.data.get(key)
+                if raw is not None:
+                    state = orjson.loads(raw)
+                elif windows:
+                    state = alert_engine.new_state(rule, min(windows.values()))
+                else:
+                    continue
+                due = alert_engine.due_windows(rule, state, low, self.s.window_s, limit=2000)
+                if not due:
+                    continue
+                for w in due:
+                    events += alert_engine.evaluate(
+                        rule, state, model, version, w, self.s.window_s, source, now
+                    )
+                state.update(q=q, rule=rule.name, m=model, v=version)
+                self._put(self.alerts, key, orjson.dumps(state), q)
+                index[key] = (rule.name, model, version)
+                self.counts["alerts:evaluations"] += len(due)
+        for event in events:
+            self.counts[f"alerts:{event['state']}"] += 1
+            log.info(
+                "alert %s %s %s@%s: %s",
+                event["state"],
+                event["rule"],
+                event["model"],
+                event["version"],
+                event["message"],
+            )
+            await self.alerts_topic.send(key=event["model"].encode(), value=orjson.dumps(event))
 
     async def emit_metrics(self) -> None:
         """Publish every changed window, then the rolling views of the model versions they belong to."""
@@ -695,6 +880,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     from .kafka_clients import wait_for_cluster
     from .topics import check_copartitioned, ensure_internal_topics
 
+    if settings.alert_rules:
+        load_rules(settings.alert_rules, settings.window_s)  # refuse an invalid file before starting anything
     wait_for_cluster(settings, timeout_s=30)
     partitions = check_copartitioned(settings)
     ensure_internal_topics(

@@ -78,6 +78,7 @@ class Stream:
 
 def make_stream(seed: int, n: int = 1200) -> Stream:
     rng = random.Random(seed)
+    frng = random.Random(seed + 10_000)  # features only, so the rest of the stream is as before
     base = math.ceil(time.time() / WINDOW) * WINDOW + WINDOW  # a window boundary (see LATE_WINDOW)
     st = Stream(base)
     preds, labels, early = [], [], []
@@ -110,6 +111,15 @@ def make_stream(seed: int, n: int = 1200) -> Stream:
             p["prediction"] = None
             p["error"] = "model raised"
             p.pop("scores", None)
+        if frng.random() < 0.9:  # features: numbers, a category, a flag; nulls and absent names are missing
+            feats: dict[str, Any] = {"amount": round(frng.lognormvariate(3, 1), 3)}
+            if frng.random() < 0.8:
+                feats["tier"] = frng.choice(["free", "pro", None])
+            if frng.random() < 0.7:
+                feats["vip"] = frng.random() < 0.2
+            if model == "reg" and frng.random() < 0.5:
+                feats["sqft"] = frng.randint(20, 300)
+            p["features"] = feats
         preds.append(("p", p))
         if rng.random() < 0.03:
             preds.append(("p", dict(p)))  # duplicate prediction
@@ -585,6 +595,31 @@ def check_window(key: tuple, facts: dict, event: dict) -> list[str]:
     for name in ("duplicates", "relabels", "unmatched_predictions", "orphan_labels", "late_labels"):
         eq(f"counters.{name}", event["counters"][name], counters.get(name, 0))
     eq("labels.labelled", event["labels"]["labelled"], len(outcomes))
+    present: dict[str, int] = defaultdict(int)
+    for p in preds:
+        for name, value in (p.get("features") or {}).items():
+            if value is not None:
+                present[name] += 1
+    dq = event.get("data_quality")
+    if present:
+        want_dq = {
+            name: {"present": c, "missing_rate": (len(preds) - c) / len(preds)} for name, c in present.items()
+        }
+        eq("data_quality.features", dq and dq["features"], want_dq)
+        eq("data_quality.capped", dq and dq["capped"], False)
+    else:
+        eq("data_quality", dq, None)
+    conf = [p["scores"][p["prediction"]] for p in preds if p.get("scores") and p.get("error") is None]
+    sc = event.get("scores")
+    if conf:
+        eq("scores.n", sc and sc["n"], len(conf))
+        mean = float(np.mean(conf))
+        if sc is None or abs(sc["confidence_mean"] - mean) > 0.005 + 1e-12:  # percent buckets' mid-points
+            errs.append(
+                f"{key} scores.confidence_mean: got {sc and sc['confidence_mean']}, want {mean} ± 0.005"
+            )
+    else:
+        eq("scores", sc, None)
     if preds:
         eq("labels.coverage", event["labels"]["coverage"], len(outcomes) / len(preds))
     lat = [p["latency_ms"] for p in preds if p.get("latency_ms") is not None]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import orjson
 import pytest
 
@@ -24,7 +25,14 @@ HORIZON = 600.0
 
 
 def pred(
-    rid: str, y, ts: float, model: str = "m1", version: str | None = "v1", latency: float = 10.0
+    rid: str,
+    y,
+    ts: float,
+    model: str = "m1",
+    version: str | None = "v1",
+    latency: float = 10.0,
+    features: dict | None = None,
+    scores: dict | None = None,
 ) -> Prediction:
     return Prediction(
         request_id=rid,
@@ -33,12 +41,35 @@ def pred(
         ts=ts,
         task="classification",
         prediction=y,
-        scores=None,
+        scores=scores,
         latency_ms=latency,
-        features=None,
+        features=features,
         segment=None,
         error=None,
     )
+
+
+def random_features(rng: random.Random) -> dict | None:
+    """Numbers of any sign and size, strings (some beyond 64 characters), booleans, nulls, absent names."""
+    if rng.random() < 0.1:
+        return None
+    out: dict = {}
+    if rng.random() < 0.9:
+        out["amount"] = round(rng.lognormvariate(3, 2), 4) * rng.choice([1, 1, 1, -1])
+    if rng.random() < 0.8:
+        out["count"] = rng.choice([0, 1, 2, 3, 7, 10**6, -5])
+    out["tiny"] = rng.choice([0.0, 1e-12, -1e-10, 3e-9, None])
+    out["city"] = rng.choice(["berlin", "paris", "x" * 80, "x" * 70, None])
+    if rng.random() < 0.7:
+        out["flag"] = rng.random() < 0.3
+    return out
+
+
+def random_scores(rng: random.Random) -> dict | None:
+    if rng.random() < 0.2:
+        return None
+    raw = [rng.random() for _ in range(3)]
+    return {c: v / sum(raw) for c, v in zip("abc", raw, strict=True)}
 
 
 def label(rid: str, y, ts: float) -> GroundTruth:
@@ -54,8 +85,9 @@ def random_stream(rng: random.Random, n_requests: int = 60):
         y = rng.choice(["a", "b", "c"])
         n_pred = rng.choice([0, 1, 1, 1, 2])
         n_lab = rng.choice([0, 1, 1, 2, 3])
+        feats, scores = random_features(rng), random_scores(rng)
         for _ in range(n_pred):
-            events.append(("p", rid, pred(rid, y, ts)))
+            events.append(("p", rid, pred(rid, y, ts, features=feats, scores=scores)))
         for _ in range(n_lab):
             events.append(("g", rid, label(rid, rng.choice([y, y, "a", "b"]), ts + rng.uniform(0, 50))))
     rng.shuffle(events)
@@ -99,6 +131,30 @@ def oracle(events) -> dict:
     return by_rid
 
 
+def np_bucket(x: float) -> int:
+    """The signed-log bucket straight from its formula, with numpy."""
+    ax = abs(float(x))
+    if ax < 1e-9:
+        return 0
+    b = min(1 + int(np.floor(np.log2(ax / 1e-9) * 8)), 641)
+    return b if x > 0 else -b
+
+
+def oracle_features(features: dict | None) -> dict | None:
+    """A prediction's features as the accumulators must count them (nulls are missing)."""
+    out = {}
+    for name, v in (features or {}).items():
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            out[name] = "true" if v else "false"
+        elif isinstance(v, str):
+            out[name] = v[:64]
+        else:
+            out[name] = np_bucket(v)
+    return out or None
+
+
 def oracle_accumulators(events) -> dict:
     accs: dict = {}
 
@@ -109,9 +165,18 @@ def oracle_accumulators(events) -> dict:
         p, lab = r["pred"], r["label"]
         if p is not None:
             key = (p.model, p.model_version, join.window_start(p.ts, WINDOW))
-            acc(key).add_prediction(p.latency_ms, False)
+            acc(key).add_prediction(
+                p.latency_ms,
+                False,
+                features=oracle_features(p.features),
+                task=p.task,
+                prediction=p.prediction,
+                scores=p.scores,
+            )
             if lab is not None:
-                acc(key).add_outcome("classification", p.prediction, lab.label, None, max(0.0, lab.ts - p.ts))
+                acc(key).add_outcome(
+                    "classification", p.prediction, lab.label, p.scores, max(0.0, lab.ts - p.ts)
+                )
         else:
             key = (join.UNKNOWN_MODEL, None, join.window_start(lab.ts, WINDOW))
         if r["dups"]:

@@ -278,7 +278,17 @@ def _filled_window(seed: int) -> tuple[WindowAccumulator, dict]:
 def test_summarize_sections_and_values():
     w, o = _filled_window(3)
     s = summarize(w, 60.0)
-    assert set(s) == {"traffic", "labels", "classification", "regression", "latency", "counters"}
+    assert set(s) == {
+        "traffic",
+        "labels",
+        "classification",
+        "regression",
+        "latency",
+        "counters",
+        "data_quality",
+        "scores",
+    }
+    assert s["data_quality"] is None and s["scores"] is None  # no features or scores given to add_prediction
     assert s["traffic"] == {
         "predictions": 501,
         "rate_per_s": 501 / 60.0,
@@ -318,6 +328,7 @@ def test_summarize_empty_window_is_plain_json():
     assert s["labels"]["coverage"] is None and s["labels"]["delay_p50_s"] is None
     assert s["latency"] == {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
     assert s["classification"] is None and s["regression"] is None
+    assert s["data_quality"] is None and s["scores"] is None
     with pytest.raises(ValueError):
         summarize(WindowAccumulator(), 0)
 

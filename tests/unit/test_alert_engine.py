@@ -267,7 +267,8 @@ def test_cusum_rule_calibrates_on_its_reference_then_detects() -> None:
         counts.append((100, 100 - k))
     state, events = run(r, s, range(len(accs)))
     ref_n, ref_wrong = 1000, sum(w for _, w in counts[:10])
-    p0 = 1 - ref_wrong / ref_n
+    # p0 is the lower end of the reference accuracy's 95% Wilson interval
+    p0 = sps.binomtest(ref_n - ref_wrong, ref_n).proportion_ci(0.95, method="wilson").low
     label_rate = ref_n / 600.0
     batch = int(0.8 * label_rate * W)  # the engine calibrates for window batches of 80% of the mean
     oracle = _cusum_oracle(p0, (0.05, 0.2), 86400 * label_rate, batch, counts[10:])
@@ -411,3 +412,15 @@ def test_feature_drift_splits_alpha_over_the_features_and_names_the_drifting_one
     d = events[0][1]["details"]
     assert d["alpha"] == pytest.approx(0.005)  # Bonferroni over the two features
     assert [x["name"] for x in d["drifting"]] == ["x"]
+
+
+def test_a_reference_short_of_min_samples_grows_until_it_has_them() -> None:
+    r = rule("{name: cs, kind: cusum, reference: 2m, min_samples: 450, delay: 0}")
+    s = Series()
+    for i in range(8):
+        labelled(s.at(i), 100, 90)
+    state, _ = run(r, s, range(8))
+    ref = state["ref"]
+    assert ref["done"] and ref["to"] - ref["from"] == 5 * W  # 2 windows were not enough: 5 hold 500 labels
+    assert WindowAccumulator.from_dict(ref["acc"]).classification.n == 500
+    assert state["cusum"] is not None

@@ -244,10 +244,22 @@ def _update_reference(rule: Rule, state: dict[str, Any], w: float, acc_w: Window
         acc = WindowAccumulator.from_dict(ref["acc"]).merge(acc_w)
         ref["acc"] = acc.to_dict()
     if w + window_s >= ref["to"]:
-        ref["done"] = True
-        if rule.reference_window is not None and WindowAccumulator.from_dict(ref["acc"]).is_empty():
-            # A fixed reference that ended before evaluation began: read it from the retained windows.
-            ref["acc"] = source(ref["from"], ref["to"]).to_dict()
+        if rule.reference_window is not None:
+            ref["done"] = True
+            if WindowAccumulator.from_dict(ref["acc"]).is_empty():
+                # A fixed reference that ended before evaluation began: read it from the retained windows.
+                ref["acc"] = source(ref["from"], ref["to"]).to_dict()
+        elif _reference_size(rule, WindowAccumulator.from_dict(ref["acc"])) >= max(rule.min_samples, 1):
+            ref["done"] = True
+        else:
+            ref["to"] = w + 2 * window_s  # too few samples yet: the reference period grows until it has them
+
+
+def _reference_size(rule: Rule, acc: WindowAccumulator) -> int:
+    """What a reference must hold ``min_samples`` of: labels for a CUSUM, predictions otherwise."""
+    if rule.kind == "cusum":
+        return acc.classification.n if acc.classification is not None else 0
+    return acc.predictions
 
 
 def _cusum(rule: Rule, state: dict[str, Any], acc_w: WindowAccumulator, window_s: float) -> Verdict:
@@ -262,7 +274,9 @@ def _cusum(rule: Rule, state: dict[str, Any], acc_w: WindowAccumulator, window_s
         if n_ref < max(rule.min_samples, 100):
             return Verdict(None, n=n_ref, detail=f"reference has {n_ref} labels")
         assert c is not None
-        p0 = rule.p0 if rule.p0 is not None else c.n_correct / n_ref
+        # The reference accuracy is an estimate: take the lower end of its 95% interval, so that with high
+        # probability p0 is not above the true accuracy (an overestimate reads as a drop and pages).
+        p0 = rule.p0 if rule.p0 is not None else (wilson_interval(c.n_correct, n_ref, 0.95) or (0.0, 0.0))[0]
         label_rate = n_ref / (ref["to"] - ref["from"])
         arl0 = (rule.false_alarm_every_s or 30 * 86400.0) * label_rate
         shifts = tuple(s for s in rule.shifts if p0 - s > 0.001)

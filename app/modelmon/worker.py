@@ -29,7 +29,6 @@ from faust.types import EventT
 
 from . import join, rollup
 from .aggregate import WindowAccumulator
-from .alerts import engine as alert_engine
 from .alerts.rules import RulesError, RuleSet, load_rules
 from .changelog import ChangelogError, ChangelogWriter
 from .partition import META_KEY_PREFIX, PartitionState, meta_record_key
@@ -699,7 +698,7 @@ class Worker:
         self._alert_low = {}  # evaluate again at the next heartbeat, under the new rules
         log.info("alert rules: reloaded %d rules from %s", len(rules.rules), path)
 
-    def _window_source(self, model: str, version: str | None) -> alert_engine.WindowSource:
+    def _window_source(self, model: str, version: str | None) -> Any:
         """source(a, b): the merged accumulator of the series' windows starting in [a, b), decoded once."""
         windows = sorted((w, key) for key, w in self.series.get((model, version), {}).items())
         starts = [w for w, _ in windows]
@@ -726,6 +725,11 @@ class Worker:
         Runs while processing a partials record of partition q, so the alert-state writes land in
         changelog partition q, and the commit barrier makes them durable before the record is committed.
         """
+        if not self.rules.rules and not self.alert_index[q]:
+            return
+        # Imported on first use: the engine's statistics pull in scipy (about 70 MiB of RSS).
+        from .alerts import engine as alert_engine
+
         wms = self.watermarks[q]
         if len(wms) < partitions:
             return

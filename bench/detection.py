@@ -187,6 +187,18 @@ SLOT = 3600.0
 INCIDENT_S = 1200.0
 
 
+def backtest(rules, cfg: SimConfig) -> tuple[Backtest, int]:
+    """The simulated stream through the backtest (the worker's pure core); returns it and the event count."""
+    bt = Backtest(rules, window_s=W, horizon_s=3600.0)
+    n = 0
+    for e in generate(cfg):
+        if e.kind != "invalid":
+            bt.add(BacktestEvent(e.kind, e.payload))  # type: ignore[arg-type]
+            n += 1
+    bt.finish()
+    return bt, n
+
+
 def part_incidents(seed: int, rate: float) -> list[dict]:
     rules = load_rules(EXAMPLE_RULES, W)
     incidents = [
@@ -206,13 +218,8 @@ def part_incidents(seed: int, rate: float) -> list[dict]:
         incidents=tuple(incidents),
     )
     t = time.monotonic()
-    bt = Backtest(rules, window_s=W, horizon_s=3600.0)
-    n = 0
-    for e in generate(cfg):
-        if e.kind != "invalid":
-            bt.add(BacktestEvent(e.kind, e.payload))  # type: ignore[arg-type]
-            n += 1
-    alerts = bt.finish()
+    bt, n = backtest(rules, cfg)
+    alerts = bt.alerts
     print(
         f"  incident stream: {n:,} events, {len(alerts)} alert events, {time.monotonic() - t:.0f} s",
         flush=True,
@@ -268,13 +275,8 @@ def part_clean_week(days: float, seed: int, rate: float) -> dict:
         start_ts=T0,
     )
     t = time.monotonic()
-    bt = Backtest(rules, window_s=W, horizon_s=3600.0)
-    n = 0
-    for e in generate(cfg):
-        if e.kind != "invalid":
-            bt.add(BacktestEvent(e.kind, e.payload))  # type: ignore[arg-type]
-            n += 1
-    alerts = bt.finish()
+    bt, n = backtest(rules, cfg)
+    alerts = bt.alerts
     firing = [a for a in alerts if a["state"] == "firing"]
     by_rule: dict[str, int] = {}
     for a in firing:

@@ -144,6 +144,8 @@ class PartitionState:
     _settle: TimeIndex = field(default_factory=TimeIndex)
     _seq: int = 0
     _last_input_wall: float | None = None
+    # input topic -> (largest event time seen, wall time of its last event): the watermark's inputs
+    _topic_max: dict[str, tuple[float, float]] = field(default_factory=dict)
     _last_tick_wall: float | None = None
 
     # -- rebuild -----------------------------------------------------------------------------------
@@ -174,11 +176,34 @@ class PartitionState:
 
     # -- per event -----------------------------------------------------------------------------------
 
-    def observe(self, ts: float, wall: float) -> None:
-        """An input event with event time ``ts`` arrived at wall time ``wall``."""
-        if ts > self.watermark:
-            self.watermark = ts
+    def expect(self, topics: Iterable[str], wall: float) -> None:
+        """Inputs that will deliver events: until one does (or stays quiet for ``idle_advance_s``), it
+        holds the watermark where it is, so after a restart the first topic read cannot run it ahead."""
+        for topic in topics:
+            self._topic_max.setdefault(topic, (float("-inf"), wall))
+
+    def observe(self, ts: float, wall: float, topic: str = "") -> None:
+        """An input event with event time ``ts`` arrived on input ``topic`` at wall time ``wall``.
+
+        The watermark follows the input that is furthest behind: the smallest of the per-topic maxima,
+        leaving out a topic with no event for ``idle_advance_s`` (it is quiet, not behind). With a
+        backlog on both topics the consumer can read one far ahead of the other (ground truth hours ahead
+        of predictions has been seen); a watermark driven by the faster one would close windows whose
+        predictions are still unread, dead-letter them as too late, and evaluate alert rules on half
+        the data.
+        """
         self._last_input_wall = wall
+        seen = self._topic_max.get(topic)
+        if seen is None or ts > seen[0]:
+            self._topic_max[topic] = (ts, wall)
+        else:
+            self._topic_max[topic] = (seen[0], wall)
+        low = min(
+            (t for t, w in self._topic_max.values() if wall - w < self.idle_advance_s),
+            default=ts,
+        )
+        if low > self.watermark:
+            self.watermark = low
 
     def is_final(self, window: float) -> bool:
         """Whether a window has passed the horizon (late data for it can no longer be counted)."""

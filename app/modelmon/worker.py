@@ -381,6 +381,9 @@ class Worker:
             p: PartitionState(p, self.s.window_s, self.s.join_horizon_s, epoch, self.s.idle_advance_s)
             for p in owned
         }
+        now = time.time()
+        for state in self.parts.values():
+            state.expect((self.pred_name, self.gt_name), now)
         # One pass over the table, each entry folded into its partition as it is read: holding the
         # decoded entries (a million pending joins) would cost gigabytes.
         counts = dict.fromkeys(self.parts, 0)
@@ -438,7 +441,7 @@ class Worker:
             await self.reject(state, msg, exc.reason, exc.field, exc.message, _model_hint(msg.value))
             return
         ts = parsed.ts if parsed.ts is not None else msg.timestamp
-        state.observe(ts, time.time())
+        state.observe(ts, time.time(), msg.topic)
         before = self._get(msg.key)
         if is_pred:
             outcome = join.apply_prediction(

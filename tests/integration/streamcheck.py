@@ -192,7 +192,8 @@ def make_stream(seed: int, n: int = 1200) -> Stream:
 
 
 def closers(stream: Stream, partitions: int = 8) -> list[tuple[str, Any]]:
-    """One far-future prediction per input partition: moves every partition's event time past the horizon."""
+    """A far-future prediction and label per input partition: moves every partition's event time past the
+    horizon."""
     from aiokafka.partitioner import DefaultPartitioner
 
     pick = DefaultPartitioner()
@@ -203,9 +204,14 @@ def closers(stream: Stream, partitions: int = 8) -> list[tuple[str, Any]]:
         found.setdefault(pick(rid.encode(), list(range(partitions)), list(range(partitions))), rid)
         i += 1
     ts = stream.base + 1000.0
+    # A prediction and its label per partition: the watermark follows the input topic furthest behind.
     return [
-        ("p", {"request_id": rid, "model": CLOSER_MODEL, "prediction": "x", "ts": ts})
+        event
         for rid in found.values()
+        for event in (
+            ("p", {"request_id": rid, "model": CLOSER_MODEL, "prediction": "x", "ts": ts}),
+            ("g", {"request_id": rid, "model": CLOSER_MODEL, "label": "x", "ts": ts}),
+        )
     ]
 
 

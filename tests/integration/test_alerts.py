@@ -83,7 +83,7 @@ def _chunks(events: list, t0: float, span_s: float) -> list[list]:
 
 
 def _closers(settings, ts: float, partitions: int = 8) -> list:
-    """One prediction per input partition at ``ts``: moves every partition's event time there."""
+    """A prediction and a label per input partition at ``ts``: moves every partition's event time there."""
     from aiokafka.partitioner import DefaultPartitioner
 
     from modelmon.simulate import SimEvent
@@ -95,17 +95,17 @@ def _closers(settings, ts: float, partitions: int = 8) -> list:
         rid = f"closer-{i}"
         found.setdefault(pick(rid.encode(), list(range(partitions)), list(range(partitions))), rid)
         i += 1
+    # A prediction and its label per partition: the watermark follows the input topic furthest behind.
     return [
-        SimEvent(
-            0.0,
-            "prediction",
-            "predictions",
-            rid.encode(),
-            {"request_id": rid, "model": "closer", "prediction": "x", "ts": ts},
-            None,
-        )
+        event
         for rid in found.values()
-    ]
+        for event in (
+            SimEvent(0.0, "prediction", "predictions", rid.encode(),
+                     {"request_id": rid, "model": "closer", "prediction": "x", "ts": ts}, None),
+            SimEvent(0.0, "ground_truth", "ground-truth", rid.encode(),
+                     {"request_id": rid, "model": "closer", "label": "x", "ts": ts}, None),
+        )
+    ]  # fmt: skip
 
 
 def _read_alerts(settings, timeout_s: float = 10.0) -> list[dict]:
@@ -184,8 +184,7 @@ def test_incidents_raise_the_right_alerts_and_resolve_with_two_workers_and_a_kil
     events = [e for e in generate(cfg) if e.kind != "invalid"]
     workers = {name: WorkerProcess(s, name, tmp_path).start() for name in ("w1", "w2")}
     try:
-        # Live-like: 20 minutes of event time at a time, each caught up before the next (a preloaded
-        # backlog lets Faust read one input topic hours ahead of the other; see docs/architecture.md §7).
+        # Live-like: 20 minutes of event time at a time, each caught up before the next.
         # Two workers; during the third incident the one evaluating the model's rules (stage 2 lives on
         # one of them) is killed (-9), its partitions and alert state move to the other, and it restarts.
         kill_at: float | None = T0 + HOUR + 2 * SLOT + 600.0

@@ -394,3 +394,40 @@ def test_time_index_pops_exactly_what_a_heap_would():
                 expected.append(heapq.heappop(heap)[1])
             assert index.pop_due(now) == expected
         assert len(index) == len(heap)
+
+
+def test_watermark_follows_the_input_topic_furthest_behind() -> None:
+    """Ground truth read hours ahead of predictions must not close the predictions' windows."""
+    state = PartitionState(0, WINDOW, HORIZON, 0, idle_advance_s=30.0)
+    state.observe(1000.0, wall=0.0, topic="p")
+    state.observe(9000.0, wall=0.1, topic="g")  # labels far ahead (a backlog read unevenly)
+    assert state.watermark == 1000.0
+    assert not state.is_final(960.0)
+    state.observe(1100.0, wall=0.2, topic="p")
+    assert state.watermark == 1100.0
+    # Ground truth falls quiet for idle_advance_s (wall): it no longer holds the watermark back.
+    state.observe(500.0, wall=40.0, topic="p")  # an old prediction: the maximum stays
+    assert state.watermark == 1100.0
+    state.observe(1200.0, wall=41.0, topic="p")
+    assert state.watermark == 1200.0
+    # Active again (its maximum is still 9000): the smaller maximum, now the predictions', leads.
+    state.observe(1150.0, wall=42.0, topic="g")
+    assert state.watermark == 1200.0
+    state.observe(5000.0, wall=42.5, topic="p")
+    assert state.watermark == 5000.0
+    # An expected topic that has not delivered yet holds the watermark, until it has been quiet long enough.
+    fresh = PartitionState(0, WINDOW, HORIZON, 0, idle_advance_s=30.0)
+    fresh.expect(("p", "g"), wall=0.0)
+    fresh.observe(9000.0, wall=1.0, topic="g")
+    assert fresh.watermark == float("-inf")
+    fresh.observe(1000.0, wall=2.0, topic="p")
+    assert fresh.watermark == 1000.0
+    lonely = PartitionState(0, WINDOW, HORIZON, 0, idle_advance_s=30.0)
+    lonely.expect(("p", "g"), wall=0.0)
+    lonely.observe(1000.0, wall=31.0, topic="p")  # no label for 30 s: ground truth is quiet
+    assert lonely.watermark == 1000.0
+    # Without topics (one input), the maximum event time, as before.
+    single = PartitionState(0, WINDOW, HORIZON, 0)
+    for ts in (10.0, 30.0, 20.0):
+        single.observe(ts, wall=0.0)
+    assert single.watermark == 30.0

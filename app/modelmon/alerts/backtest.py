@@ -47,7 +47,7 @@ class Backtest:
     evaluations: int = 0
 
     def __post_init__(self) -> None:
-        self._state = PartitionState(0, self.window_s, self.horizon_s, 0, idle_advance_s=float("inf"))
+        self._state = PartitionState(0, self.window_s, self.horizon_s, 0, idle_advance_s=300.0)
         self._entries: dict[str, join.Entry] = {}
         self._offsets = {join.PRED_TOPIC: 0, join.GT_TOPIC: 0}
         self._alert_states: dict[tuple[str, str, str | None], dict[str, Any]] = {}
@@ -74,7 +74,7 @@ class Backtest:
             return
         tag = join.PRED_TOPIC if is_pred else join.GT_TOPIC
         self._offsets[tag] += 1
-        state.observe(ts, 0.0)
+        state.observe(ts, ts, tag)  # event time stands in for the clock: a topic quiet for 5 minutes is idle
         rid = parsed.request_id
         before = self._entries.get(rid)
         if is_pred:

@@ -424,3 +424,19 @@ def test_a_reference_short_of_min_samples_grows_until_it_has_them() -> None:
     assert ref["done"] and ref["to"] - ref["from"] == 5 * W  # 2 windows were not enough: 5 hold 500 labels
     assert WindowAccumulator.from_dict(ref["acc"]).classification.n == 500
     assert state["cusum"] is not None
+
+
+def test_a_count_threshold_uses_the_poisson_interval_of_the_count_itself() -> None:
+    r = rule("{name: few, kind: threshold, metric: predictions, op: '<', threshold: 30, confidence: 0.95}")
+    s = Series()
+    for i, c in enumerate((25, 12)):
+        for _ in range(c):
+            s.at(i).add_prediction(5.0, False)
+    state = engine.new_state(r, T0)
+    breaches = []
+    for i in range(2):
+        engine.evaluate(r, state, "m", "1", T0 + i * W, W, s.source, 0.0)
+        breaches.append(state["last"]["breach"])
+    # upper 95% bounds: 25 -> 36.9 (not below 30), 12 -> 21.0 (below): counts, not counts per second
+    assert [_poisson_upper(c, 0.95) < 30 for c in (25, 12)] == [False, True]
+    assert breaches == [False, True]

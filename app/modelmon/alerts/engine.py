@@ -142,7 +142,7 @@ def _threshold(rule: Rule, acc: WindowAccumulator, view_s: float) -> Verdict:
     detail = f"n={n}"
     details: dict[str, Any] = {"n": n}
     if rule.confidence is not None and k is not None:
-        lo, hi = _interval(meta.kind, k, n, rule.confidence, view_s)
+        lo, hi = _interval(meta.kind, k, n, rule.confidence, view_s if rule.metric == "rate" else 1.0)
         # The whole interval must be on the wrong side: small samples cannot page.
         breach = OPS[op](hi, t) if op in ("<", "<=") else OPS[op](lo, t)
         detail = f"{rule.confidence:.0%} CI [{lo:.4g}, {hi:.4g}], n={n}"
@@ -155,14 +155,15 @@ def _threshold(rule: Rule, acc: WindowAccumulator, view_s: float) -> Verdict:
     return Verdict(breach, clear and not breach, value, t, n, detail, details)
 
 
-def _interval(kind: str, k: int, n: int, confidence: float, view_s: float) -> tuple[float, float]:
-    """Wilson interval of a proportion, or the exact Poisson interval of a count's rate."""
+def _interval(kind: str, k: int, n: int, confidence: float, per_s: float) -> tuple[float, float]:
+    """Wilson interval of a proportion, or the exact Poisson interval of a count (divided by ``per_s``:
+    the view's length for a rate, 1 for a plain count)."""
     if kind == "proportion":
         ci = wilson_interval(k, n, confidence)
         assert ci is not None
         return ci
     lo, hi = poisson_interval(k, confidence)
-    return lo / view_s, hi / view_s
+    return lo / per_s, hi / per_s
 
 
 def _baseline(
@@ -197,7 +198,7 @@ def _baseline(
         detail = f"trailing mean {mean:.4g}, n={n}"
         details: dict[str, Any] = {"baseline_mean": mean, "n": n}
         if rule.confidence is not None and k is not None:
-            lo, hi = _interval(meta.kind, k, n, rule.confidence, view_s)
+            lo, hi = _interval(meta.kind, k, n, rule.confidence, view_s if rule.metric == "rate" else 1.0)
             breach = hi < t if drop else lo > t
             detail += f", {rule.confidence:.0%} CI [{lo:.4g}, {hi:.4g}]"
             details.update(ci_low=lo, ci_high=hi)

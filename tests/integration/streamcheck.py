@@ -192,8 +192,13 @@ def make_stream(seed: int, n: int = 1200) -> Stream:
 
 
 def closers(stream: Stream, partitions: int = 8) -> list[tuple[str, Any]]:
-    """A far-future prediction and label per input partition: moves every partition's event time past the
-    horizon."""
+    """Closing events far after the stream: move every partition's event time past the horizon."""
+    return closer_events(stream.base + 1000.0, partitions)
+
+
+def closer_events(ts: float, partitions: int = 8) -> list[tuple[str, Any]]:
+    """A prediction and its label at ``ts`` on every input partition: the watermark follows the input topic
+    furthest behind, so both topics must reach ``ts``. Model ``closer``, ignored by the checks."""
     from aiokafka.partitioner import DefaultPartitioner
 
     pick = DefaultPartitioner()
@@ -203,8 +208,6 @@ def closers(stream: Stream, partitions: int = 8) -> list[tuple[str, Any]]:
         rid = f"closer-{i}"
         found.setdefault(pick(rid.encode(), list(range(partitions)), list(range(partitions))), rid)
         i += 1
-    ts = stream.base + 1000.0
-    # A prediction and its label per partition: the watermark follows the input topic furthest behind.
     return [
         event
         for rid in found.values()

@@ -26,7 +26,7 @@ from modelmon.simulate import Incident, LabelDelay, SimConfig, generate, model_c
 from modelmon.topics import create_topics, topic_name
 from tests.conftest import env_for
 
-from .streamcheck import WorkerProcess, wait_for_lag_zero
+from .streamcheck import WorkerProcess, closer_events, produce, wait_for_lag_zero
 
 pytestmark = pytest.mark.integration
 
@@ -80,32 +80,6 @@ def _chunks(events: list, t0: float, span_s: float) -> list[list]:
             limit += span_s * max(1, int((ts - limit) // span_s) + 1)
         out[-1].append(e)
     return out
-
-
-def _closers(settings, ts: float, partitions: int = 8) -> list:
-    """A prediction and a label per input partition at ``ts``: moves every partition's event time there."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    from modelmon.simulate import SimEvent
-
-    pick = DefaultPartitioner()
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < partitions:
-        rid = f"closer-{i}"
-        found.setdefault(pick(rid.encode(), list(range(partitions)), list(range(partitions))), rid)
-        i += 1
-    # A prediction and its label per partition: the watermark follows the input topic furthest behind.
-    return [
-        event
-        for rid in found.values()
-        for event in (
-            SimEvent(0.0, "prediction", "predictions", rid.encode(),
-                     {"request_id": rid, "model": "closer", "prediction": "x", "ts": ts}, None),
-            SimEvent(0.0, "ground_truth", "ground-truth", rid.encode(),
-                     {"request_id": rid, "model": "closer", "label": "x", "ts": ts}, None),
-        )
-    ]  # fmt: skip
 
 
 def _read_alerts(settings, timeout_s: float = 10.0) -> list[dict]:
@@ -198,7 +172,7 @@ def test_incidents_raise_the_right_alerts_and_resolve_with_two_workers_and_a_kil
                 workers[owner] = WorkerProcess(s, owner, tmp_path).start()
                 kill_at = None
             wait_for_lag_zero(s, timeout_s=240)
-        _produce(s, _closers(s, T0 + duration + 600.0))
+        produce(s, closer_events(T0 + duration + 600.0))
         wait_for_lag_zero(s, timeout_s=240)
         last_rule = INCIDENTS[-1][3]
         _wait_for(
@@ -290,7 +264,7 @@ def test_a_clean_simulated_day_raises_no_alert_and_rules_reload(settings, tmp_pa
         for chunk in _chunks(events, T0, 1800.0):
             _produce(s, chunk)
             wait_for_lag_zero(s, timeout_s=240)
-        _produce(s, _closers(s, T0 + day + 600.0))
+        produce(s, closer_events(T0 + day + 600.0))
         wait_for_lag_zero(s, timeout_s=240)
         time.sleep(8)  # the last heartbeats reach stage 2
         alerts = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -215,7 +216,7 @@ def read_records(
             assignment = [TopicPartition(topic, p, start) for p in partitions]
         else:
             for p in partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10.0)
+                low, high = _watermarks(consumer, TopicPartition(topic, p))
                 if high > low:
                     pending[p] = high
                     assignment.append(TopicPartition(topic, p, low))
@@ -287,6 +288,21 @@ def render_records(
         write(fmt(event))
         stats.shown += 1
     return stats
+
+
+def _watermarks(consumer: Any, tp: Any, timeout_s: float = 15.0) -> tuple[int, int]:
+    """(low, high) offsets of a partition. A topic created moments ago can answer "unknown partition"
+    until its leader is known: retried for ``timeout_s``, then a one-line error."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10.0)
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise ModelmonError(f"cannot read the offsets of {tp.topic}[{tp.partition}]: {exc}") from None
+            time.sleep(0.5)
 
 
 def run_follow(

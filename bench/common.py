@@ -23,7 +23,7 @@ HOME = Path(os.environ.get("BENCH_HOME", ROOT / ".modelmon-bench"))
 from modelmon import __version__  # noqa: E402
 from modelmon.client import MonitorClient  # noqa: E402
 from modelmon.kafka_clients import admin_client, consumer  # noqa: E402
-from modelmon.settings import ENV_VARS, Settings  # noqa: E402
+from modelmon.settings import Settings  # noqa: E402
 from modelmon.simulate import LabelDelay, SimConfig, generate  # noqa: E402
 from modelmon.topics import topic_name  # noqa: E402
 
@@ -72,7 +72,7 @@ def end_offsets(settings: Settings, tps: Sequence[TopicPartition]) -> dict[tuple
 
 def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
-    env.update({var.name: str(getattr(settings, var.attr)) for var in ENV_VARS})
+    env.update(settings.to_env())
     return env
 
 

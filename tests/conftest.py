@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from modelmon.broker import LocalBroker
-from modelmon.settings import ENV_VARS, Settings
+from modelmon.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_HOME = ROOT / ".modelmon-test"
@@ -53,7 +53,6 @@ def settings(kafka: Settings) -> Settings:
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment for a `modelmon` subprocess with exactly these settings (every MODELMON_* variable)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
-    for var in ENV_VARS:
-        env[var.name] = str(getattr(settings, var.attr))
+    env.update(settings.to_env())
     env.update(extra)
     return env

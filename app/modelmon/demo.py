@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .broker import LocalBroker
-from .settings import ENV_VARS, Settings
+from .settings import Settings
 from .topics import create_topics, topic_name
 
 EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "deploy" / "alert-rules.yaml"
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     worker_log = home / "demo-worker.log"
     worker_env = {k: v for k, v in env.items() if not k.startswith("MODELMON_")}
-    worker_env.update({var.name: str(getattr(settings, var.attr)) for var in ENV_VARS})
+    worker_env.update(settings.to_env())
     with worker_log.open("ab") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "modelmon.cli", "worker", "--loglevel", "info"],

@@ -147,6 +147,7 @@ class PartitionState:
     # input topic -> (largest event time seen, wall time of its last event): the watermark's inputs
     _topic_max: dict[str, tuple[float, float]] = field(default_factory=dict)
     _last_tick_wall: float | None = None
+    _pending: int = 0
 
     # -- rebuild -----------------------------------------------------------------------------------
 
@@ -213,8 +214,10 @@ class PartitionState:
         """Move the accumulators from ``effects(before)`` to ``effects(after)`` and index the entry."""
         self._apply_effects(effects(before, self.window_s) if before else {}, effects(after, self.window_s))
         expiry = expires_at(after, self.horizon_s)
-        if expiry is not None and (before is None or expires_at(before, self.horizon_s) != expiry):
+        previous = expires_at(before, self.horizon_s) if before is not None else None
+        if expiry is not None and (before is None or previous != expiry):
             self._expiries.add(expiry, request_id)
+        self._pending += (expiry is not None) - (previous is not None)
         if before is None:
             self._settle.add(settles_at(after, self.window_s, self.horizon_s), request_id)
         else:
@@ -303,6 +306,11 @@ class PartitionState:
             self.watermark = wall  # a partition that never saw an event holds nothing: it is at "now"
         else:
             self.watermark += max(0.0, wall - last_tick)
+
+    @property
+    def pending(self) -> int:
+        """Join entries waiting for their other side (until it comes or the entry expires)."""
+        return self._pending
 
     def due_expiries(self) -> list[str]:
         """Request ids whose pending entry may have expired (the caller re-checks the stored entry)."""

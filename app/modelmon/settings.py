@@ -61,6 +61,22 @@ def _str(name: str, raw: str) -> str:
     return raw
 
 
+def _url(name: str, raw: str) -> str:
+    if not (raw.startswith("http://") or raw.startswith("https://")) or len(raw) < 10:
+        raise SettingsError(f"{name}: expected an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not (origin.startswith("http://") or origin.startswith("https://")):
+            raise SettingsError(
+                f"{name}: each origin must be '*' or start with http:// or https://, got {origin!r}"
+            )
+    return origins
+
+
 def _store(name: str, raw: str) -> str:
     if raw not in ("rocksdb", "memory"):
         raise SettingsError(f"{name}: must be 'rocksdb' or 'memory', got {raw!r}")
@@ -189,6 +205,27 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("MODELMON_WEB_HOST", "web_host", "127.0.0.1", _str, "Bind address of the worker's web server."),
     EnvVar("MODELMON_WEB_PORT", "web_port", "6066", _port, "Port of the worker's web server."),
     EnvVar(
+        "MODELMON_WEB_ADVERTISED_URL",
+        "web_advertised_url",
+        "",
+        _url,
+        "URL other workers use to forward API requests here (default http://<web host>:<web port>).",
+    ),
+    EnvVar(
+        "MODELMON_API_TOKEN",
+        "api_token",
+        "",
+        _str,
+        "When set, /api/ and /metrics require 'Authorization: Bearer <token>' (never logged).",
+    ),
+    EnvVar(
+        "MODELMON_CORS_ORIGINS",
+        "cors_origins",
+        "",
+        _origins,
+        "Comma-separated origins allowed to call the API from a browser ('*' for any); empty: CORS off.",
+    ),
+    EnvVar(
         "MODELMON_STORE",
         "store",
         "rocksdb",
@@ -291,6 +328,9 @@ class Settings:
     worker_id: str = field(default_factory=_default_worker_id)
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    web_advertised_url: str = ""
+    api_token: str = field(default="", repr=False)
+    cors_origins: tuple[str, ...] = ()
     store: str = "rocksdb"
     window_s: float = 60.0
     join_horizon_s: float = 86400.0
@@ -318,12 +358,20 @@ class Settings:
             if raw is None or raw == "":
                 raw = var.default_text()
                 if raw == "":
-                    values[var.attr] = ""
+                    values[var.attr] = () if var.attr == "cors_origins" else ""
                     continue
             values[var.attr] = var.parse(var.name, raw.strip())
         settings = cls(**values)
         settings.validate()
         return settings
+
+    def to_env(self) -> dict[str, str]:
+        """Every MODELMON_* variable with this object's values: the environment of a worker subprocess."""
+        out = {}
+        for var in ENV_VARS:
+            value = getattr(self, var.attr)
+            out[var.name] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return out
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated)."""
@@ -356,6 +404,18 @@ class Settings:
     def bootstrap(self) -> str:
         """The bootstrap servers every client connects to."""
         return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def web_url(self) -> str:
+        """Where other workers reach this worker's web server."""
+        if self.web_advertised_url:
+            return self.web_advertised_url
+        host = self.web_host
+        if host in ("0.0.0.0", "::", ""):
+            import socket
+
+            host = socket.gethostname()
+        return f"http://{host}:{self.web_port}"
 
     @property
     def broker_dir(self) -> Path:

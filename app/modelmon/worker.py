@@ -20,12 +20,13 @@ import os
 import time
 from bisect import bisect_left
 from collections import defaultdict
-from typing import Any
+from typing import Any, ClassVar
 
 import faust
 import orjson
 import uvloop
 from faust.types import EventT
+from faust.web.drivers import aiohttp as faust_aiohttp
 
 from . import join, rollup
 from .aggregate import WindowAccumulator
@@ -35,6 +36,8 @@ from .partition import META_KEY_PREFIX, PartitionState, meta_record_key
 from .schemas import InvalidEvent, decode_ground_truth, decode_prediction
 from .settings import Settings
 from .topics import topic_name
+from .web.api import Api
+from .web.prometheus import SeriesCounters
 
 log = logging.getLogger("modelmon.worker")
 
@@ -96,7 +99,7 @@ class Worker:
     def __init__(self, settings: Settings, input_partitions: int) -> None:
         self.s = settings
         self.n_inputs = input_partitions
-        self.app = faust.App(
+        self.app = _App(
             settings.group_id,
             broker=f"kafka://{settings.bootstrap}",
             store="rocksdb://" if settings.store == "rocksdb" else "memory://",
@@ -104,6 +107,8 @@ class Worker:
             web_host=settings.web_host,
             web_port=settings.web_port,
             web_bind=settings.web_host,
+            canonical_url=settings.web_url,
+            web_application_options={"client_max_size": 64 * 1024},
             topic_partitions=input_partitions,
             topic_replication_factor=settings.replication_factor,
             table_standby_replicas=0,
@@ -168,6 +173,12 @@ class Worker:
         # (model, version) -> {window key: window start}: which windows a rolling view merges
         self.series: dict[tuple[str, str | None], dict[bytes, float]] = defaultdict(dict)
         self.counts: dict[str, int] = defaultdict(int)
+        self.series_updated: dict[tuple[str, str | None], float] = {}  # wall time a series last changed
+        # (model, version) -> the rolling-view events last published (what the API serves as "views")
+        self.latest_views: dict[tuple[str, str | None], dict[str, dict[str, Any] | None]] = {}
+        self.series_counters = SeriesCounters()  # cumulative counters and histograms for /metrics
+        self.api = Api(self)
+        self.api.install(self.app.web.web_app)
 
         app.agent(self.inputs, name="modelmon.stage1")(self.stage1)
         app.agent(self.partials, name="modelmon.stage2")(self.stage2)
@@ -565,6 +576,7 @@ class Worker:
         }
         self.window_index = defaultdict(dict)
         self.series = defaultdict(dict)
+        self.latest_views = {}
         for key, raw in self.windows.items():
             value = orjson.loads(raw)
             q = value.get("q")
@@ -574,6 +586,9 @@ class Worker:
                 self.series_q[(value["m"], value["v"])] = q
                 if not value["fin"]:
                     self.dirty_windows.add(key)
+        for model, version in self.series_counters.series():
+            if (model, version or None) not in self.series:
+                self.series_counters.forget(model, version)
         self.alert_index = defaultdict(dict)
         self._alert_low = {}
         for key, raw in self.alerts.items():
@@ -605,11 +620,14 @@ class Worker:
         if updated is None:
             self.counts["stage2:ignored_snapshots"] += 1
             return
+        before = current["parts"].get(str(body["p"])) if current is not None else None
+        self.series_counters.observe(body["m"], body["v"], before["acc"] if before else None, body["acc"])
         updated["q"] = q
         self._put(self.windows, key, orjson.dumps(updated), q)
         self.window_index[q][key] = (updated["w"], False)
         self.series[(updated["m"], updated["v"])][key] = updated["w"]
         self.series_q[(updated["m"], updated["v"])] = q
+        self.series_updated[(updated["m"], updated["v"])] = time.time()
         self.dirty_windows.add(key)
 
     async def finalize_due(self, q: int, partitions: int) -> None:
@@ -783,10 +801,14 @@ class Worker:
                 due = alert_engine.due_windows(rule, state, low, self.s.window_s, limit=2000)
                 if not due:
                     continue
+                emitted = []
                 for w in due:
-                    events += alert_engine.evaluate(
+                    emitted += alert_engine.evaluate(
                         rule, state, model, version, w, self.s.window_s, source, now
                     )
+                if emitted:
+                    state["ev"] = emitted[-1]  # the API's view of this alert
+                events += emitted
                 state.update(q=q, rule=rule.name, m=model, v=version)
                 self._put(self.alerts, key, orjson.dumps(state), q)
                 index[key] = (rule.name, model, version)
@@ -821,21 +843,35 @@ class Worker:
             metric = rollup.metric_event(value, self.s.window_s, now)
             if metric is not None:
                 await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
-        longest = max(view_s for _, view_s in rollup.ROLLING_VIEWS)
         for series_key in sorted(changed_series, key=lambda k: (k[0], k[1] or "")):
-            series = self.series.get(series_key, {})
-            if not series:
-                continue
-            newest = max(series.values())
-            values = []
-            for key, window in series.items():
-                raw = self.windows.data.get(key) if window + longest > newest else None
-                if raw is not None:
-                    values.append(orjson.loads(raw))
-            for view, view_s in rollup.ROLLING_VIEWS:
-                event = rollup.rolling_event(values, view, view_s, self.s.window_s, now)
+            views = self.latest_views[series_key] = self._rolling_events(series_key, now)
+            for event in views.values():
                 if event is not None:
                     await self.metrics_topic.send(key=series_key[0].encode(), value=orjson.dumps(event))
+
+    def _rolling_events(self, series_key: tuple[str, str | None], now: float) -> dict[str, dict | None]:
+        """The rolling-view events of a series from its windows in the longest view."""
+        series = self.series.get(series_key, {})
+        if not series:
+            return {}
+        longest = max(view_s for _, view_s in rollup.ROLLING_VIEWS)
+        newest = max(series.values())
+        values = []
+        for key, window in series.items():
+            raw = self.windows.data.get(key) if window + longest > newest else None
+            if raw is not None:
+                values.append(orjson.loads(raw))
+        return {
+            view: rollup.rolling_event(values, view, view_s, self.s.window_s, now)
+            for view, view_s in rollup.ROLLING_VIEWS
+        }
+
+    def rolling_views(self, series_key: tuple[str, str | None]) -> dict[str, dict | None]:
+        """The rolling views last published for a series (computed once when none were yet)."""
+        views = self.latest_views.get(series_key)
+        if views is None:
+            views = self.latest_views[series_key] = self._rolling_events(series_key, time.time())
+        return {view: views.get(view) for view, _ in rollup.ROLLING_VIEWS}
 
 
 def _model_hint(raw: bytes | None) -> str | None:
@@ -867,6 +903,20 @@ def restart_process() -> None:
 
     logging.shutdown()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+class _Web(faust_aiohttp.Web):
+    """Faust's aiohttp server without its own pages (/router, /table, /graph, /stats, its index at /)."""
+
+    default_blueprints: ClassVar[list] = []
+    production_blueprints: ClassVar[list] = []
+    debug_blueprints: ClassVar[list] = []
+    optional_blueprints: ClassVar[list] = []
+
+
+class _App(faust.App):
+    def _new_web(self) -> _Web:
+        return _Web(self)
 
 
 class _FaustWorker(faust.Worker):

@@ -1,0 +1,1 @@
+"""The worker's web side: HTTP API, Prometheus exposition and the dashboard."""

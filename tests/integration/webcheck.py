@@ -1,6 +1,7 @@
 """Harness of the web tests: workers with their web server on free ports, loaded with simulated traffic.
 
-The traffic is two hours of event time for two models at 4 predictions/s, with an accuracy drop of 25
+The traffic is two hours of event time for three models (two classifiers and a regressor, on stage-2
+partitions 0, 1 and 2) at 6 predictions/s, with an accuracy drop of 25
 points on fraud-detector from minute 75 to the end, so the example rules' accuracy alerts are firing when
 the load is caught up. Event time moves with the events only (no idle advance), so the windows stay
 where the test put them, whatever the wall clock does.
@@ -15,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import TopicPartition
 
 from modelmon.client import MonitorClient
+from modelmon.kafka_clients import consumer
 from modelmon.settings import Settings
 from modelmon.simulate import Incident, LabelDelay, SimConfig, generate
-from modelmon.topics import create_topics
+from modelmon.topics import create_topics, topic_name
 
 from .streamcheck import WorkerProcess, wait_for_lag_zero
 
@@ -84,9 +87,9 @@ class WebWorker(WorkerProcess):
 
 def traffic_config(seed: int = 20261128) -> SimConfig:
     return SimConfig(
-        models=2,
+        models=3,
         versions=1,
-        rate=4.0,
+        rate=6.0,
         duration_s=DURATION_S,
         label_delay=LabelDelay(median_s=5.0, sigma=0.5, max_s=120.0),
         seed=seed,
@@ -133,3 +136,27 @@ def wait_for(predicate: Any, timeout_s: float, what: str, worker: WorkerProcess 
             tail = worker.log_tail(60) if worker is not None else ""
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{tail}")
         time.sleep(0.5)
+
+
+def read_topic(settings: Settings, kind: str, timeout_s: float = 30.0) -> list[dict]:
+    """Every event on one of modelmon's topics so far (decoded JSON), in partition order."""
+    topic = topic_name(settings, kind)
+    cons = consumer(settings, group_id=f"webcheck-{time.time_ns()}")
+    try:
+        meta = cons.list_topics(topic, timeout=10)
+        tps = [TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions]
+        ends = {tp.partition: cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        cons.assign(tps)
+        out: list[dict] = []
+        done = {p for p, end in ends.items() if end == 0}
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(tps) and time.monotonic() < deadline:
+            msg = cons.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append(orjson.loads(msg.value()))
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                done.add(msg.partition())
+        return out
+    finally:
+        cons.close()

@@ -32,13 +32,20 @@ $(PEER_STAMP):
 .PHONY: peer-venv
 peer-venv: $(PEER_STAMP)
 
-# Debian packages the tests use: kcat (an independent Kafka client). Java 17 and Maven must already exist.
+# Debian packages the tests use: kcat (an independent Kafka client), prometheus (promtool checks /metrics
+# and deploy/prometheus) and chromium (the dashboard test drives it with Playwright; no browser download).
+# Java 17 and Maven must already exist.
+DEBIAN_PACKAGES := kcat:kcat prometheus:promtool chromium:chromium
 system-deps:
 	@command -v java >/dev/null || { echo "make: Java 17+ is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "make: Maven is required (apt-get install maven)"; exit 1; }
-	@command -v kcat >/dev/null || { \
+	@missing=""; for pc in $(DEBIAN_PACKAGES); do \
+	  command -v $${pc#*:} >/dev/null || missing="$$missing $${pc%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq kcat >/dev/null; }
+	  echo "make: installing Debian packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 demo: $(STAMP) system-deps
 	$(PY) -m modelmon.demo

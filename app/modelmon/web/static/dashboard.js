@@ -1,0 +1,537 @@
+// modelmon dashboard: vanilla JS + hand-drawn SVG, no dependencies, no build step.
+// Data: /api/v1/models, /api/v1/models/{model}, /api/v1/models/{model}/windows, /api/v1/alerts.
+// Every drawn point and headline number carries data-* attributes with the API's raw value (JSON text).
+'use strict';
+(() => {
+  const REFRESH_MS = 5000, TIMEOUT_MS = 15000, TOKEN_KEY = 'modelmon.token';
+  const $ = (id) => document.getElementById(id);
+  const enc = encodeURIComponent;
+  const isNum = (v) => typeof v === 'number' && isFinite(v);
+  const raw = (v) => (v === undefined ? 'null' : JSON.stringify(v));
+  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const pad = (n) => String(n).padStart(2, '0');
+  const iso = (t) => new Date(t).toISOString().replace('.000Z', 'Z');
+  const utc = (t) => new Date(t).toISOString().replace('T', ' ').replace(/(\.000)?Z$/, ' UTC');
+  const hm = (t, sec) => {
+    const d = new Date(t);
+    return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}${sec ? ':' + pad(d.getUTCSeconds()) : ''}`;
+  };
+  const get = (o, path) => path.split('.').reduce((a, k) => (a == null ? null : a[k]), o);
+  const SEV = { critical: 0, warning: 1, info: 2 };
+
+  // ---------------------------------------------------------------- formatting (display only)
+  const fix = (v, d) => (isNum(v) ? v.toFixed(d) : '—');
+  const fmt = {
+    pct: (v) => (isNum(v) ? `${(v * 100).toFixed(1)}%` : '—'),
+    rate: (v) => (isNum(v) ? `${fix(v, v >= 100 ? 0 : v >= 10 ? 1 : 2)}/s` : '—'),
+    ms: (v) => (isNum(v) ? `${fix(v, v >= 100 ? 0 : v >= 10 ? 1 : 2)} ms` : '—'),
+    num: (v) => (isNum(v) ? String(Number(v.toPrecision(4))) : '—'),
+    int: (v) => (isNum(v) ? v.toLocaleString('en-US') : '—'),
+    dur: (s) => {
+      if (!isNum(s)) return '—';
+      const a = Math.abs(s);
+      return a < 60 ? `${s.toFixed(1)} s` : a < 3600 ? `${(s / 60).toFixed(1)} min`
+        : a < 86400 ? `${(s / 3600).toFixed(1)} h` : `${(s / 86400).toFixed(1)} d`;
+    },
+  };
+  const span = (t) => fmt.dur(t / 1000).replace(/\.0 /, ' ');
+
+  // ---------------------------------------------------------------- state
+  const q = new URLSearchParams(location.search);
+  const st = {
+    token: sessionStorage.getItem(TOKEN_KEY) || '',
+    sel: q.get('model') ? { model: q.get('model'), version: q.has('version') ? q.get('version') || null : undefined } : null,
+    range: [900, 3600, 21600, 86400].includes(+q.get('range')) ? +q.get('range') : 3600,
+    models: [], firing: [], recent: [], data: null, error: null, lastOk: null,
+    paused: false, busy: false, again: false, timer: 0, hover: null, renders: 0, optKey: '',
+  };
+  const tokenMatch = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if (tokenMatch) {
+    st.token = decodeURIComponent(tokenMatch[1]);
+    sessionStorage.setItem(TOKEN_KEY, st.token);
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+
+  // ---------------------------------------------------------------- API
+  class ApiError extends Error {
+    constructor(status, code, message, path) {
+      super(message);
+      Object.assign(this, { status, code, path });
+    }
+  }
+  async function api(path) {
+    const headers = { Accept: 'application/json' };
+    if (st.token) headers.Authorization = `Bearer ${st.token}`;
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), TIMEOUT_MS);
+    let res, body = null;
+    try {
+      res = await fetch(path, { headers, signal: ctl.signal, cache: 'no-store' });
+      body = await res.json().catch(() => null);
+    } catch (e) {
+      throw new ApiError(0, 'unreachable', e.name === 'AbortError' ? 'no answer in 15 s' : 'the server cannot be reached', path);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!res.ok) {
+      const err = (body && body.error) || {};
+      throw new ApiError(res.status, err.code || `http_${res.status}`, err.message || res.statusText, path);
+    }
+    return body;
+  }
+
+  const keyOf = (m, v) => JSON.stringify([m, v == null ? null : v]);
+  const currentMv = () => st.sel && st.models.find((m) => m.model === st.sel.model && m.model_version === st.sel.version);
+  const alertsOf = (list, m, v) => list.filter((a) => a.model === m && (a.version == null || a.version === v));
+
+  function choose() {
+    const s = st.sel;
+    if (s && s.version === undefined) {
+      const first = st.models.find((m) => m.model === s.model);
+      st.sel = first ? { model: first.model, version: first.model_version } : null;
+    }
+    if (!currentMv()) {
+      // Default: the model of the most severe firing alert (the list is sorted), else the first model.
+      const hot = st.firing.map((a) => st.models.find((m) => m.model === a.model && (a.version == null || m.model_version === a.version))).find(Boolean);
+      const pick = hot || st.models[0];
+      st.sel = pick ? { model: pick.model, version: pick.model_version } : null;
+    }
+    const p = new URLSearchParams();
+    if (st.sel) {
+      p.set('model', st.sel.model);
+      p.set('version', st.sel.version == null ? '' : st.sel.version);
+    }
+    p.set('range', st.range);
+    history.replaceState(null, '', `${location.pathname}?${p}`);
+  }
+
+  async function refresh() {
+    if (st.busy) { st.again = true; return; }
+    st.busy = true;
+    clearTimeout(st.timer);
+    try {
+      const [models, firing, recent] = await Promise.all([
+        api('api/v1/models'), api('api/v1/alerts?state=firing&limit=1000'), api('api/v1/alerts?limit=50'),
+      ]);
+      st.models = models.models;
+      st.firing = firing.alerts.filter((a) => a.state === 'firing')
+        .sort((a, b) => (SEV[a.severity] ?? 3) - (SEV[b.severity] ?? 3) || Date.parse(b.ts) - Date.parse(a.ts));
+      st.recent = recent.alerts.filter((a) => a.state !== 'firing');
+      choose();
+      const mv = currentMv();
+      let data = null;
+      if (mv) {
+        const to = Date.parse(mv.last_window_end), from = to - st.range * 1000;
+        const base = `api/v1/models/${enc(mv.model)}`, vq = `version=${enc(mv.model_version == null ? '' : mv.model_version)}`;
+        const [summary, win] = await Promise.all([
+          api(`${base}?${vq}`),
+          api(`${base}/windows?${vq}&from=${enc(iso(from))}&to=${enc(iso(to))}&limit=10000`),
+        ]);
+        const sum = summary.versions.find((v) => v.model_version === mv.model_version) || null;
+        data = { mv, sum, win, from, to, ws: prepare(win.windows) };
+      }
+      st.data = data;
+      st.error = null;
+      st.lastOk = new Date();
+      render();
+    } catch (e) {
+      st.error = e instanceof ApiError ? e : new ApiError(0, 'internal', String(e), '');
+      if (st.error.status === 404 && st.error.code === 'not_found') st.sel = null;
+      renderStatus();
+    } finally {
+      st.busy = false;
+      if (st.again) { st.again = false; refresh(); } else schedule();
+    }
+  }
+  function schedule() {
+    clearTimeout(st.timer);
+    if (!st.paused && !document.hidden && !(st.error && st.error.status === 401)) st.timer = setTimeout(refresh, REFRESH_MS);
+    renderUpdated();
+  }
+  function prepare(windows) {
+    return windows.map((w) => {
+      const t0 = Date.parse(w.window.start), t1 = Date.parse(w.window.end);
+      return { w, t0, t1, tc: (t0 + t1) / 2 };
+    });
+  }
+
+  // ---------------------------------------------------------------- rendering: status
+  function renderUpdated() {
+    const el = $('updated');
+    if (!st.lastOk) { el.textContent = st.error ? 'No data yet.' : 'Loading…'; return; }
+    const when = st.lastOk.toLocaleTimeString();
+    el.dataset.time = st.lastOk.toISOString();
+    el.textContent = `Last updated ${when}` + (st.paused ? ' · paused' : document.hidden ? ' · paused while hidden'
+      : st.error ? '' : ` · refresh every ${REFRESH_MS / 1000} s`);
+  }
+  function renderStatus() {
+    const e = st.error, ban = $('error'), tf = $('token-form');
+    document.body.dataset.state = e ? (e.status === 401 ? 'token' : 'error') : 'ok';
+    $('main').classList.toggle('stale', !!e && !!st.lastOk);
+    tf.hidden = !(e && e.status === 401);
+    if (e && e.status === 401) {
+      $('token-msg').textContent = st.token ? 'The token was refused.' : '';
+      ban.hidden = true;
+      if (document.activeElement !== $('token')) $('token').focus();
+    } else if (e) {
+      ban.hidden = false;
+      ban.dataset.status = e.status;
+      ban.dataset.code = e.code;
+      const what = e.status ? `API error ${e.status} (${e.code})` : 'API unreachable';
+      const kept = st.lastOk ? ` Showing the data of ${st.lastOk.toLocaleTimeString()};` : '';
+      ban.textContent = `${what}: ${e.message}.${kept} retrying every ${REFRESH_MS / 1000} s.`;
+    } else ban.hidden = true;
+    const n = st.firing.length, pill = $('firing-count');
+    pill.hidden = !n;
+    pill.textContent = `${n} firing`;
+    pill.className = `pill sev-${n ? st.firing[0].severity : 'info'}`;
+    document.title = `${n ? `(${n} firing) ` : ''}modelmon`;
+    renderUpdated();
+  }
+
+  function render() {
+    renderStatus();
+    renderSelect();
+    renderModels();
+    renderAlerts();
+    renderModel();
+    document.body.dataset.renders = ++st.renders;
+  }
+
+  function mvLabel(m, v) { return v == null ? m : `${m}@${v}`; }
+  function renderSelect() {
+    const opts = st.models.map((m) => {
+      const n = alertsOf(st.firing, m.model, m.model_version).length;
+      return { m, n, text: (m.model_version == null ? `${m.model} (no version)` : `${m.model} @ ${m.model_version}`) + (n ? ` — ${n} firing` : '') };
+    });
+    const key = opts.map((o) => o.text).join('\n');
+    const sel = $('model');
+    if (key !== st.optKey) {
+      st.optKey = key;
+      sel.innerHTML = opts.map((o) => `<option value="${esc(keyOf(o.m.model, o.m.model_version))}" data-model="${esc(o.m.model)}" `
+        + `data-version="${esc(o.m.model_version == null ? '' : o.m.model_version)}">${esc(o.text)}</option>`).join('');
+    }
+    if (st.sel) sel.value = keyOf(st.sel.model, st.sel.version);
+    $('range').value = String(st.range);
+  }
+
+  function renderModels() {
+    $('empty').hidden = st.models.length > 0;
+    $('models').tBodies[0].innerHTML = st.models.map((m) => {
+      const n = alertsOf(st.firing, m.model, m.model_version).length;
+      const on = st.sel && st.sel.model === m.model && st.sel.version === m.model_version;
+      return `<tr data-model="${esc(m.model)}" data-version="${esc(m.model_version == null ? '' : m.model_version)}"${on ? ' class="on" aria-current="true"' : ''}>`
+        + `<td><a href="?model=${enc(m.model)}&amp;version=${enc(m.model_version || '')}">${esc(m.model)}</a></td>`
+        + `<td>${esc(m.model_version == null ? '—' : m.model_version)}</td><td>${esc(m.task || '—')}</td>`
+        + `<td class="n">${m.windows}</td><td>${esc(utc(Date.parse(m.last_window_end)))}</td>`
+        + `<td class="n${n ? ' hot' : ''}">${n}</td></tr>`;
+    }).join('');
+  }
+
+  function alertItem(a) {
+    const mv = st.models.filter((m) => m.model === a.model && (a.version == null || m.model_version === a.version));
+    const now = Math.max(...mv.map((m) => Date.parse(m.last_window_end)), Date.parse(a.ts));
+    const since = Date.parse(a.started_at || a.ts);
+    const when = a.state === 'resolved' ? `resolved ${esc(utc(Date.parse(a.ts)))}` : `since ${esc(utc(since))} · ${span(now - since)}`;
+    return `<li class="alert sev-${esc(a.severity)}" data-id="${esc(a.id)}" data-rule="${esc(a.rule)}" data-model="${esc(a.model)}" `
+      + `data-version="${esc(a.version == null ? '' : a.version)}" data-severity="${esc(a.severity)}" data-state="${esc(a.state)}">`
+      + `<span class="sev">${esc(a.severity)}${a.state === 'firing' ? '' : ` · ${esc(a.state)}`}</span> <b class="rule">${esc(a.rule)}</b> `
+      + `<a class="mv" href="?model=${enc(a.model)}${a.version == null ? '' : `&amp;version=${enc(a.version)}`}">${esc(mvLabel(a.model, a.version))}</a>`
+      + `<span class="msg">${esc(a.message)}</span><span class="since">${when}</span></li>`;
+  }
+  function renderAlerts() {
+    $('alerts').innerHTML = st.firing.map(alertItem).join('') || '<li class="none">No firing alerts.</li>';
+    $('recent').innerHTML = st.recent.slice(0, 20).map(alertItem).join('') || '<li class="none">None.</li>';
+  }
+
+  // ---------------------------------------------------------------- rendering: the selected model
+  function seriesOf(clf) {
+    const first = clf
+      ? { id: 'accuracy', title: 'Accuracy per window, with its 95% confidence band', path: 'classification.accuracy',
+        lo: 'classification.accuracy_ci_low', hi: 'classification.accuracy_ci_high', fmt: fmt.pct, pct: true }
+      : { id: 'mae', title: 'Mean absolute error per window', path: 'regression.mae', fmt: fmt.num, zero: true };
+    return [first,
+      { id: 'rate', title: 'Traffic (predictions per second)', path: 'traffic.rate_per_s', fmt: fmt.rate, zero: true, unit: ' /s' },
+      { id: 'latency_p95', title: 'Latency p95', path: 'latency.p95_ms', fmt: fmt.ms, zero: true, unit: ' ms' },
+      { id: 'coverage', title: 'Label coverage', path: 'labels.coverage', fmt: fmt.pct, pct: true, fixed: [0, 1] },
+      { id: 'delay_p95', title: 'Label delay p95', path: 'labels.delay_p95_s', fmt: fmt.dur, zero: true, dur: true }];
+  }
+  const isClf = (d) => (d.mv.task ? d.mv.task === 'classification'
+    : !d.ws.some((p) => p.w.regression) || d.ws.some((p) => p.w.classification));
+
+  function renderModel() {
+    const d = st.data, sec = $('model-section');
+    sec.hidden = !d;
+    if (!d) return;
+    const clf = isClf(d), mv = d.mv;
+    const firing = alertsOf(st.firing, mv.model, mv.model_version);
+    $('model-title').innerHTML = `${esc(mvLabel(mv.model, mv.model_version))} <small>${esc(mv.task || (clf ? 'classification' : 'regression'))}</small>`
+      + (firing.length ? ` <span class="pill sev-${esc(firing[0].severity)}">${firing.length} firing: ${esc(firing.map((a) => a.rule).join(', '))}</span>` : '');
+    const upd = mv.updated_at ? ` · series changed ${esc(new Date(Date.parse(mv.updated_at)).toLocaleTimeString())}` : '';
+    $('model-info').innerHTML = `${mv.windows} windows retained from ${esc(utc(Date.parse(mv.first_window_start)))}`
+      + ` · newest window ends <time datetime="${esc(mv.last_window_end)}">${esc(utc(d.to))}</time> (event time)${upd}`
+      + (d.win.truncated ? ` · <strong>only the newest ${d.win.windows.length} windows of the range are shown</strong>` : '');
+    renderHeadline(d, clf);
+    renderCharts();
+  }
+
+  function field(src, path, v, f) {
+    return `<span data-field="${esc(`${src}.${path}`)}" data-value="${esc(raw(v))}">${esc(f(v))}</span>`;
+  }
+  function renderHeadline(d, clf) {
+    const sum = d.sum || {}, views = sum.views || {};
+    const cols = [['views.5m', views['5m']], ['views.1h', views['1h']], ['views.24h', views['24h']], ['current', sum.current]];
+    const names = ['5m', '1h', '24h', 'last window'];
+    const cards = [
+      clf ? { t: 'Accuracy', p: 'classification.accuracy', f: fmt.pct, ci: true, n: ['labels.labelled', 'labels'] }
+        : { t: 'MAE', p: 'regression.mae', f: fmt.num, n: ['labels.labelled', 'labels'] },
+      { t: 'Traffic', p: 'traffic.rate_per_s', f: fmt.rate, n: ['traffic.predictions', 'predictions'] },
+      { t: 'Latency p95', p: 'latency.p95_ms', f: fmt.ms },
+      { t: 'Label coverage', p: 'labels.coverage', f: fmt.pct },
+      { t: 'Label delay p95', p: 'labels.delay_p95_s', f: fmt.dur },
+    ];
+    const ci = (src, ev) => {
+      const lo = get(ev, 'classification.accuracy_ci_low'), hi = get(ev, 'classification.accuracy_ci_high');
+      return ` <span class="ci">[${field(src, 'classification.accuracy_ci_low', lo, fmt.pct)} – ${field(src, 'classification.accuracy_ci_high', hi, fmt.pct)}]</span>`;
+    };
+    $('headline').innerHTML = cards.map((c) => {
+      const [src, ev] = cols[0];
+      const v5 = get(ev, c.p), hi5 = get(ev, 'classification.accuracy_ci_high'), v1 = get(views['1h'], c.p);
+      const bad = c.ci && isNum(hi5) && isNum(v1) && hi5 < v1; // the 5m interval lies wholly below the hour's accuracy
+      let h = `<div class="card${bad ? ' bad' : ''}" data-metric="${esc(c.p)}"><h3>${c.t} <small>5m</small></h3>`
+        + `<p class="big">${field(src, c.p, v5, c.f)}</p>`;
+      if (c.ci) h += `<p class="sub">95% CI${ci(src, ev)}</p>`;
+      if (c.n) h += `<p class="sub">${field(src, c.n[0], get(ev, c.n[0]), fmt.int)} ${c.n[1]}</p>`;
+      if (bad) h += '<p class="sub warn">below the last hour</p>';
+      h += '<dl>' + cols.slice(1).map(([s, e], i) => `<dt>${names[i + 1]}</dt><dd>${field(s, c.p, get(e, c.p), c.f)}${c.ci ? ci(s, e) : ''}</dd>`).join('') + '</dl>';
+      return h + '</div>';
+    }).join('');
+  }
+
+  // ---------------------------------------------------------------- charts
+  function niceTicks(lo, hi, n) {
+    if (!(hi > lo)) hi = lo + 1;
+    const raw0 = (hi - lo) / n, p = Math.pow(10, Math.floor(Math.log10(raw0))), f = raw0 / p;
+    const step = (f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * p;
+    const a = Math.floor(lo / step + 1e-9) * step, b = Math.ceil(hi / step - 1e-9) * step, ticks = [];
+    for (let v = a; v <= b + step / 2; v += step) ticks.push(Number(v.toFixed(12)));
+    return { lo: a, hi: b, step, ticks };
+  }
+  const TSTEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000);
+  function timeTicks(from, to, width) {
+    const maxN = Math.max(2, Math.floor(width / 78));
+    const step = TSTEPS.find((s) => (to - from) / s <= maxN) || 86400000, ticks = [];
+    for (let t = Math.ceil(from / step) * step; t <= to; t += step) ticks.push(t);
+    return { step, ticks };
+  }
+
+  function drawChart(s, d, width, spans) {
+    const H = 150, ml = 56, mr = 12, mt = 8, mb = 22, pw = Math.max(40, width - ml - mr), ph = H - mt - mb;
+    const { from, to, ws } = d;
+    const vals = [], segs = [];
+    let seg = null, prevEnd = null;
+    ws.forEach((p, i) => {
+      const v = get(p.w, s.path);
+      if (!isNum(v) || (prevEnd !== null && p.t0 > prevEnd + 1)) seg = null;
+      prevEnd = p.t1;
+      if (!isNum(v)) return;
+      const pt = { i, p, v, lo: s.lo ? get(p.w, s.lo) : null, hi: s.hi ? get(p.w, s.hi) : null };
+      if (!seg) segs.push((seg = []));
+      seg.push(pt);
+      vals.push(v);
+      if (isNum(pt.lo)) vals.push(pt.lo);
+      if (isNum(pt.hi)) vals.push(pt.hi);
+    });
+    let lo = vals.length ? Math.min(...vals) : 0, hi = vals.length ? Math.max(...vals) : 1;
+    if (s.fixed) [lo, hi] = s.fixed;
+    if (s.zero) lo = Math.min(0, lo);
+    if (hi - lo < 1e-12) { hi = s.pct ? Math.min(1, hi + 0.05) : hi + Math.max(1, Math.abs(hi) * 0.1); lo = s.pct ? hi - 0.1 : lo; }
+    // Ticks in a readable unit: percent, or s/min/h for durations.
+    const div = s.pct ? 0.01 : s.dur ? (hi >= 7200 ? 3600 : hi >= 120 ? 60 : 1) : 1;
+    const suf = s.pct ? '%' : s.dur ? { 3600: ' h', 60: ' min', 1: ' s' }[div] : s.unit || '';
+    const yt = niceTicks(lo / div, hi / div, 4);
+    const y0 = yt.lo * div, y1 = yt.hi * div;
+    const dec = Math.max(0, -Math.floor(Math.log10(yt.step) + 1e-9));
+    const X = (t) => ml + ((t - from) / (to - from)) * pw, Y = (v) => mt + (1 - (v - y0) / (y1 - y0)) * ph;
+    const f2 = (n) => n.toFixed(2);
+    const all = segs.flat(), sparse = pw / Math.max(1, (to - from) / (ws.length ? ws[0].t1 - ws[0].t0 : 60000)) >= 5;
+    let o = `<svg class="chart${sparse ? ' sparse' : ''}" width="${width}" height="${H}" viewBox="0 0 ${width} ${H}" tabindex="0" role="img" `
+      + `data-series="${s.id}" data-points="${all.length}" data-ml="${ml}" data-pw="${pw}" `
+      + `aria-label="${esc(`${s.title}: ${all.length} windows` + (all.length ? `, newest ${s.fmt(all[all.length - 1].v)}` : ''))}">`;
+    for (const t of yt.ticks) {
+      o += `<line class="grid" x1="${ml}" x2="${ml + pw}" y1="${f2(Y(t * div))}" y2="${f2(Y(t * div))}"/>`
+        + `<text class="yl" x="${ml - 6}" y="${f2(Y(t * div) + 4)}">${t.toFixed(dec)}${suf}</text>`;
+    }
+    const tt = timeTicks(from, to, pw);
+    for (const t of tt.ticks) {
+      const midnight = t % 86400000 === 0 && tt.step >= 3600000;
+      const lab = midnight ? new Date(t).toISOString().slice(5, 10) : hm(t, tt.step < 60000);
+      o += `<line class="tick" x1="${f2(X(t))}" x2="${f2(X(t))}" y1="${mt + ph}" y2="${mt + ph + 4}"/>`
+        + `<text class="xl${X(t) > ml + pw - 16 ? ' end' : ''}" x="${f2(X(t))}" y="${H - 5}">${lab}</text>`;
+    }
+    for (const a of spans) {
+      const x0 = X(Math.max(from, a.t0)), x1 = X(Math.min(to, a.t1));
+      o += `<rect class="span sev-${esc(a.severity)} ${esc(a.state)}" x="${f2(x0)}" y="${mt}" width="${f2(Math.max(1, x1 - x0))}" height="${ph}">`
+        + `<title>${esc(`${a.rule} (${a.severity}, ${a.state})`)}</title></rect>`;
+    }
+    o += `<rect class="frame" x="${ml}" y="${mt}" width="${pw}" height="${ph}"/>`;
+    if (s.lo) {
+      for (const sg of segs) {
+        const b = sg.filter((p) => isNum(p.lo) && isNum(p.hi));
+        if (b.length) {
+          const up = b.map((p) => `${f2(X(p.p.tc))},${f2(Y(p.hi))}`), dn = b.slice().reverse().map((p) => `${f2(X(p.p.tc))},${f2(Y(p.lo))}`);
+          if (b.length === 1) { const x = X(b[0].p.tc); up.unshift(`${f2(x - 2)},${f2(Y(b[0].hi))}`); dn.push(`${f2(x - 2)},${f2(Y(b[0].lo))}`); }
+          o += `<polygon class="band" points="${up.concat(dn).join(' ')}"/>`;
+        }
+      }
+    }
+    const path = segs.map((sg) => sg.map((p, k) => `${k ? 'L' : 'M'}${f2(X(p.p.tc))} ${f2(Y(p.v))}`).join('')).join('');
+    if (path) o += `<path class="line" d="${path}"/>`;
+    for (const sg of segs) {
+      for (const p of sg) {
+        o += `<circle class="pt${sg.length === 1 ? ' iso' : ''}" cx="${f2(X(p.p.tc))}" cy="${f2(Y(p.v))}" r="2.5" data-series="${s.id}" `
+          + `data-i="${p.i}" data-start="${esc(p.p.w.window.start)}" data-value="${esc(raw(p.v))}"`
+          + (s.lo ? ` data-ci-low="${esc(raw(p.lo))}" data-ci-high="${esc(raw(p.hi))}"` : '') + '/>';
+      }
+    }
+    if (!all.length) o += `<text class="nodata" x="${ml + pw / 2}" y="${mt + ph / 2}">no data in this range</text>`;
+    o += `<line class="guide" x1="0" x2="0" y1="${mt}" y2="${mt + ph}" visibility="hidden"/>`
+      + `<circle class="hl" r="4" cx="0" cy="0" visibility="hidden"/></svg>`;
+    return o;
+  }
+
+  function alertSpans(d) {
+    const out = [], seen = new Set();
+    for (const a of alertsOf(st.firing.concat(st.recent), d.mv.model, d.mv.model_version)) {
+      if (seen.has(a.id)) continue;
+      seen.add(a.id);
+      const t0 = Date.parse(a.started_at || a.ts), t1 = a.state === 'resolved' ? Date.parse(a.ts) : d.to;
+      if (isNum(t0) && t1 > d.from && t0 < d.to) out.push({ ...a, t0, t1 });
+    }
+    return out;
+  }
+
+  function renderCharts() {
+    const d = st.data, box = $('charts');
+    if (!d) return;
+    const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.series : null;
+    const clf = isClf(d), spans = alertSpans(d);
+    Object.assign(box.dataset, {
+      model: d.mv.model, version: d.mv.model_version == null ? '' : d.mv.model_version, from: iso(d.from), to: iso(d.to),
+      range: (d.to - d.from) / 1000, windows: d.ws.length, truncated: d.win.truncated, task: clf ? 'classification' : 'regression',
+    });
+    const series = seriesOf(clf);
+    // Lay the figures out first, then draw each chart at its figure's width (one or two columns).
+    box.innerHTML = series.map((s) => `<figure class="fig" data-series="${s.id}"><figcaption>${esc(s.title)}</figcaption></figure>`).join('');
+    series.forEach((s, k) => {
+      const fig = box.children[k];
+      fig.insertAdjacentHTML('beforeend', drawChart(s, d, Math.max(260, fig.clientWidth - 2), spans));
+    });
+    box._series = series;
+    if (focused) { const el = box.querySelector(`svg[data-series="${focused}"]`); if (el) el.focus(); }
+    showHover(null);
+  }
+
+  // ---------------------------------------------------------------- hover / keyboard tooltip
+  function nearest(t) {
+    const ws = st.data.ws;
+    let lo = 0, hi = ws.length - 1;
+    while (lo < hi) { const m = (lo + hi) >> 1; if (ws[m].tc < t) lo = m + 1; else hi = m; }
+    return lo > 0 && Math.abs(ws[lo - 1].tc - t) <= Math.abs(ws[lo].tc - t) ? lo - 1 : lo;
+  }
+  function showHover(svg) {
+    const d = st.data, tip = $('tip');
+    const i = d && st.hover !== null ? d.ws.findIndex((p) => p.w.window.start === st.hover) : -1;
+    const box = $('charts');
+    for (const el of box.querySelectorAll('svg.chart')) {
+      const g = el.querySelector('.guide'), hl = el.querySelector('.hl');
+      const pt = i >= 0 ? el.querySelector(`circle.pt[data-i="${i}"]`) : null;
+      if (i < 0) { g.setAttribute('visibility', 'hidden'); hl.setAttribute('visibility', 'hidden'); continue; }
+      const x = +el.dataset.ml + ((d.ws[i].tc - d.from) / (d.to - d.from)) * +el.dataset.pw;
+      g.setAttribute('x1', x); g.setAttribute('x2', x); g.setAttribute('visibility', 'visible');
+      if (pt) { hl.setAttribute('cx', pt.getAttribute('cx')); hl.setAttribute('cy', pt.getAttribute('cy')); }
+      hl.setAttribute('visibility', pt ? 'visible' : 'hidden');
+    }
+    if (i < 0 || !svg) { tip.hidden = true; return; }
+    const p = d.ws[i], w = p.w, series = box._series;
+    let h = `<b>${esc(hm(p.t0, true))}–${esc(hm(p.t1, true))} UTC</b> <span>${esc(new Date(p.t0).toISOString().slice(0, 10))} · revision ${w.revision}${w.final ? ', final' : ''}</span><table>`;
+    for (const s of series) {
+      const v = get(w, s.path);
+      h += `<tr${s.id === svg.dataset.series ? ' class="cur"' : ''}><th>${esc(s.title.replace(/ per window.*| \(.*/, ''))}</th><td>${esc(raw(v))}${isNum(v) && s.unit ? s.unit : ''}${isNum(v) && s.dur ? ' s' : ''}`
+        + (s.lo ? ` <small>CI ${esc(raw(get(w, s.lo)))} – ${esc(raw(get(w, s.hi)))}</small>` : '') + '</td></tr>';
+    }
+    h += `<tr><th>Predictions</th><td>${esc(raw(get(w, 'traffic.predictions')))}</td></tr><tr><th>Labelled</th><td>${esc(raw(get(w, 'labels.labelled')))}</td></tr></table>`;
+    tip.innerHTML = h;
+    tip.hidden = false;
+    const r = svg.getBoundingClientRect();
+    const x = r.left + +svg.dataset.ml + ((p.tc - d.from) / (d.to - d.from)) * +svg.dataset.pw;
+    const left = x + 14 + tip.offsetWidth > document.documentElement.clientWidth ? x - 14 - tip.offsetWidth : x + 14;
+    tip.style.left = `${Math.max(4, left + scrollX)}px`;
+    tip.style.top = `${r.top + scrollY + 6}px`;
+  }
+  function hoverAt(svg, clientX) {
+    const d = st.data;
+    if (!d || !d.ws.length) return;
+    const r = svg.getBoundingClientRect();
+    const t = d.from + ((clientX - r.left - +svg.dataset.ml) / +svg.dataset.pw) * (d.to - d.from);
+    st.hover = d.ws[nearest(t)].w.window.start;
+    showHover(svg);
+  }
+
+  // ---------------------------------------------------------------- events
+  function init() {
+    const box = $('charts');
+    box.addEventListener('mousemove', (e) => { const svg = e.target.closest('svg.chart'); if (svg) hoverAt(svg, e.clientX); });
+    box.addEventListener('mouseleave', () => { st.hover = null; showHover(null); });
+    box.addEventListener('focusout', () => { st.hover = null; showHover(null); });
+    box.addEventListener('keydown', (e) => {
+      const svg = e.target.closest('svg.chart'), d = st.data;
+      if (!svg || !d || !d.ws.length) return;
+      let i = st.hover === null ? d.ws.length : d.ws.findIndex((p) => p.w.window.start === st.hover);
+      if (e.key === 'ArrowLeft') i = Math.max(0, i - 1);
+      else if (e.key === 'ArrowRight') i = Math.min(d.ws.length - 1, i + 1);
+      else if (e.key === 'Home') i = 0;
+      else if (e.key === 'End') i = d.ws.length - 1;
+      else if (e.key === 'Escape') i = -1;
+      else return;
+      e.preventDefault();
+      st.hover = i < 0 ? null : d.ws[Math.min(i, d.ws.length - 1)].w.window.start;
+      showHover(svg);
+    });
+    const select = (model, version) => { st.sel = { model, version }; st.hover = null; refresh(); };
+    $('model').addEventListener('change', (e) => {
+      const o = e.target.selectedOptions[0];
+      if (o) select(o.dataset.model, st.models.find((m) => keyOf(m.model, m.model_version) === o.value).model_version);
+    });
+    $('range').addEventListener('change', (e) => { st.range = +e.target.value; st.hover = null; refresh(); });
+    document.addEventListener('click', (e) => {
+      const a = e.target.closest('a.mv, #models tr');
+      if (!a || e.ctrlKey || e.metaKey || e.shiftKey) return;
+      const host = a.closest('[data-model]');
+      e.preventDefault();
+      const v = host.dataset.version;
+      const known = st.models.find((m) => m.model === host.dataset.model && (m.model_version || '') === v);
+      select(host.dataset.model, known ? known.model_version : undefined);
+    });
+    $('pause').addEventListener('click', (e) => {
+      st.paused = !st.paused;
+      e.target.textContent = st.paused ? 'Resume' : 'Pause';
+      e.target.setAttribute('aria-pressed', String(st.paused));
+      if (st.paused) schedule(); else refresh();
+    });
+    $('token-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      st.token = $('token').value.trim();
+      sessionStorage.setItem(TOKEN_KEY, st.token);
+      $('token').value = '';
+      $('token-form').hidden = true;
+      refresh();
+    });
+    document.addEventListener('visibilitychange', () => { if (document.hidden) schedule(); else if (!st.paused) refresh(); });
+    let rt = 0;
+    addEventListener('resize', () => { clearTimeout(rt); rt = setTimeout(renderCharts, 150); });
+    window.modelmon = { state: st, refresh };
+    refresh();
+  }
+  init();
+})();

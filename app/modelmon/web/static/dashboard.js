@@ -3,11 +3,14 @@
 // Every drawn point and headline number carries data-* attributes with the API's raw value (JSON text).
 'use strict';
 (() => {
-  const REFRESH_MS = 5000, TIMEOUT_MS = 15000, TOKEN_KEY = 'modelmon.token';
+  // Every refresh reads the newest TAIL_MS of event time of the range again; the whole range is read
+  // again every FULL_MS (older windows change with late labels) and whenever the selection changes.
+  const REFRESH_MS = 5000, TIMEOUT_MS = 15000, FULL_MS = 60000, TAIL_MS = 900000, TOKEN_KEY = 'modelmon.token';
   const $ = (id) => document.getElementById(id);
   const enc = encodeURIComponent;
   const isNum = (v) => typeof v === 'number' && isFinite(v);
   const raw = (v) => (v === undefined ? 'null' : JSON.stringify(v));
+  const exact = (v) => (isNum(v) ? esc(raw(v)) : '—');
   const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const pad = (n) => String(n).padStart(2, '0');
   const iso = (t) => new Date(t).toISOString().replace('.000Z', 'Z');
@@ -91,9 +94,10 @@
       st.sel = first ? { model: first.model, version: first.model_version } : null;
     }
     if (!currentMv()) {
-      // Default: the model of the most severe firing alert (the list is sorted), else the first model.
+      // Default: the model of the most severe firing alert (the list is sorted), else the first versioned
+      // model with a task (the versionless series often hold only dead-lettered events), else the first.
       const hot = st.firing.map((a) => st.models.find((m) => m.model === a.model && (a.version == null || m.model_version === a.version))).find(Boolean);
-      const pick = hot || st.models[0];
+      const pick = hot || st.models.find((m) => m.task && m.model_version != null && m.model !== '__unknown__') || st.models[0];
       st.sel = pick ? { model: pick.model, version: pick.model_version } : null;
     }
     const p = new URLSearchParams();
@@ -123,12 +127,22 @@
       if (mv) {
         const to = Date.parse(mv.last_window_end), from = to - st.range * 1000;
         const base = `api/v1/models/${enc(mv.model)}`, vq = `version=${enc(mv.model_version == null ? '' : mv.model_version)}`;
+        const key = JSON.stringify([mv.model, mv.model_version, st.range]), c = st.cache;
+        const full = !c || c.key !== key || to < c.to || Date.now() - c.fullAt > FULL_MS;
+        const qFrom = full ? from : Math.max(from, c.to - TAIL_MS);
         const [summary, win] = await Promise.all([
           api(`${base}?${vq}`),
-          api(`${base}/windows?${vq}&from=${enc(iso(from))}&to=${enc(iso(to))}&limit=10000`),
+          api(`${base}/windows?${vq}&from=${enc(iso(qFrom))}&to=${enc(iso(to))}&limit=10000`),
         ]);
         const sum = summary.versions.find((v) => v.model_version === mv.model_version) || null;
-        data = { mv, sum, win, from, to, ws: prepare(win.windows) };
+        let ws = prepare(win.windows), truncated = win.truncated;
+        if (full) st.cache = { key, to, fullAt: Date.now(), ws, truncated };
+        else {
+          ws = c.ws.filter((p) => p.t0 >= from && p.t0 < qFrom).concat(ws);
+          truncated = c.truncated || truncated;
+          Object.assign(c, { to, ws, truncated });
+        }
+        data = { mv, sum, truncated, from, to, ws };
       }
       st.data = data;
       st.error = null;
@@ -190,12 +204,14 @@
   }
 
   function render() {
+    const t = performance.now();
     renderStatus();
     renderSelect();
     renderModels();
     renderAlerts();
     renderModel();
     document.body.dataset.renders = ++st.renders;
+    document.body.dataset.renderMs = Math.round(performance.now() - t);
   }
 
   function mvLabel(m, v) { return v == null ? m : `${m}@${v}`; }
@@ -270,7 +286,7 @@
     const upd = mv.updated_at ? ` · series changed ${esc(new Date(Date.parse(mv.updated_at)).toLocaleTimeString())}` : '';
     $('model-info').innerHTML = `${mv.windows} windows retained from ${esc(utc(Date.parse(mv.first_window_start)))}`
       + ` · newest window ends <time datetime="${esc(mv.last_window_end)}">${esc(utc(d.to))}</time> (event time)${upd}`
-      + (d.win.truncated ? ` · <strong>only the newest ${d.win.windows.length} windows of the range are shown</strong>` : '');
+      + (d.truncated ? ` · <strong>only the newest ${d.ws.length} windows of the range are shown</strong>` : '');
     renderHeadline(d, clf);
     renderCharts();
   }
@@ -414,22 +430,23 @@
   function renderCharts() {
     const d = st.data, box = $('charts');
     if (!d) return;
+    st.rendering = true;
     const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.series : null;
     const clf = isClf(d), spans = alertSpans(d);
     Object.assign(box.dataset, {
       model: d.mv.model, version: d.mv.model_version == null ? '' : d.mv.model_version, from: iso(d.from), to: iso(d.to),
-      range: (d.to - d.from) / 1000, windows: d.ws.length, truncated: d.win.truncated, task: clf ? 'classification' : 'regression',
+      range: (d.to - d.from) / 1000, windows: d.ws.length, truncated: d.truncated, task: clf ? 'classification' : 'regression',
     });
     const series = seriesOf(clf);
     // Lay the figures out first, then draw each chart at its figure's width (one or two columns).
     box.innerHTML = series.map((s) => `<figure class="fig" data-series="${s.id}"><figcaption>${esc(s.title)}</figcaption></figure>`).join('');
-    series.forEach((s, k) => {
-      const fig = box.children[k];
-      fig.insertAdjacentHTML('beforeend', drawChart(s, d, Math.max(260, fig.clientWidth - 2), spans));
-    });
+    const widths = series.map((s, k) => Math.max(260, box.children[k].clientWidth - 2)); // one layout
+    series.forEach((s, k) => box.children[k].insertAdjacentHTML('beforeend', drawChart(s, d, widths[k], spans)));
     box._series = series;
     if (focused) { const el = box.querySelector(`svg[data-series="${focused}"]`); if (el) el.focus(); }
-    showHover(null);
+    st.rendering = false;
+    // Keep a tooltip open across refreshes (on the same window, if it is still in the range).
+    showHover(st.hoverOn && box.querySelector(`svg[data-series="${st.hoverOn}"]`), st.hoverBelow);
   }
 
   // ---------------------------------------------------------------- hover / keyboard tooltip
@@ -439,7 +456,7 @@
     while (lo < hi) { const m = (lo + hi) >> 1; if (ws[m].tc < t) lo = m + 1; else hi = m; }
     return lo > 0 && Math.abs(ws[lo - 1].tc - t) <= Math.abs(ws[lo].tc - t) ? lo - 1 : lo;
   }
-  function showHover(svg) {
+  function showHover(svg, below) {
     const d = st.data, tip = $('tip');
     const i = d && st.hover !== null ? d.ws.findIndex((p) => p.w.window.start === st.hover) : -1;
     const box = $('charts');
@@ -457,17 +474,17 @@
     let h = `<b>${esc(hm(p.t0, true))}–${esc(hm(p.t1, true))} UTC</b> <span>${esc(new Date(p.t0).toISOString().slice(0, 10))} · revision ${w.revision}${w.final ? ', final' : ''}</span><table>`;
     for (const s of series) {
       const v = get(w, s.path);
-      h += `<tr${s.id === svg.dataset.series ? ' class="cur"' : ''}><th>${esc(s.title.replace(/ per window.*| \(.*/, ''))}</th><td>${esc(raw(v))}${isNum(v) && s.unit ? s.unit : ''}${isNum(v) && s.dur ? ' s' : ''}`
-        + (s.lo ? ` <small>CI ${esc(raw(get(w, s.lo)))} – ${esc(raw(get(w, s.hi)))}</small>` : '') + '</td></tr>';
+      h += `<tr${s.id === svg.dataset.series ? ' class="cur"' : ''}><th>${esc(s.title.replace(/ per window.*| \(.*/, ''))}</th><td>${exact(v)}${isNum(v) && s.unit ? s.unit : ''}${isNum(v) && s.dur ? ' s' : ''}`
+        + (s.lo && isNum(v) ? ` <small>CI ${exact(get(w, s.lo))} – ${exact(get(w, s.hi))}</small>` : '') + '</td></tr>';
     }
-    h += `<tr><th>Predictions</th><td>${esc(raw(get(w, 'traffic.predictions')))}</td></tr><tr><th>Labelled</th><td>${esc(raw(get(w, 'labels.labelled')))}</td></tr></table>`;
+    h += `<tr><th>Predictions</th><td>${exact(get(w, 'traffic.predictions'))}</td></tr><tr><th>Labelled</th><td>${exact(get(w, 'labels.labelled'))}</td></tr></table>`;
     tip.innerHTML = h;
     tip.hidden = false;
     const r = svg.getBoundingClientRect();
     const x = r.left + +svg.dataset.ml + ((p.tc - d.from) / (d.to - d.from)) * +svg.dataset.pw;
     const left = x + 14 + tip.offsetWidth > document.documentElement.clientWidth ? x - 14 - tip.offsetWidth : x + 14;
     tip.style.left = `${Math.max(4, left + scrollX)}px`;
-    tip.style.top = `${r.top + scrollY + 6}px`;
+    tip.style.top = `${(below ? r.bottom + 4 : r.top + 6) + scrollY}px`;
   }
   function hoverAt(svg, clientX) {
     const d = st.data;
@@ -475,6 +492,8 @@
     const r = svg.getBoundingClientRect();
     const t = d.from + ((clientX - r.left - +svg.dataset.ml) / +svg.dataset.pw) * (d.to - d.from);
     st.hover = d.ws[nearest(t)].w.window.start;
+    st.hoverOn = svg.dataset.series;
+    st.hoverBelow = false;
     showHover(svg);
   }
 
@@ -482,8 +501,9 @@
   function init() {
     const box = $('charts');
     box.addEventListener('mousemove', (e) => { const svg = e.target.closest('svg.chart'); if (svg) hoverAt(svg, e.clientX); });
-    box.addEventListener('mouseleave', () => { st.hover = null; showHover(null); });
-    box.addEventListener('focusout', () => { st.hover = null; showHover(null); });
+    const leave = () => { if (!st.rendering) { st.hover = st.hoverOn = null; showHover(null); } };
+    box.addEventListener('mouseleave', leave);
+    box.addEventListener('focusout', leave);
     box.addEventListener('keydown', (e) => {
       const svg = e.target.closest('svg.chart'), d = st.data;
       if (!svg || !d || !d.ws.length) return;
@@ -496,7 +516,9 @@
       else return;
       e.preventDefault();
       st.hover = i < 0 ? null : d.ws[Math.min(i, d.ws.length - 1)].w.window.start;
-      showHover(svg);
+      st.hoverOn = svg.dataset.series;
+      st.hoverBelow = true;
+      showHover(svg, true);
     });
     const select = (model, version) => { st.sel = { model, version }; st.hover = null; refresh(); };
     $('model').addEventListener('change', (e) => {

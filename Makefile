@@ -53,7 +53,6 @@ demo: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	$(PY) -m pytest tests
 
-# Fault-injection tests that are not yet stable (see docs/architecture.md §6).
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 

@@ -38,10 +38,15 @@ INCIDENTS = (
 )
 
 
+def _first_incident_s() -> float:
+    """Event-time start of the first incident (``KIND@START+DURATION:...``)."""
+    return min(float(spec.split("@")[1].split("+")[0]) for spec in INCIDENTS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelmon demo", description=__doc__)
     parser.add_argument("--seconds", type=float, default=None, help="stop after this many wall seconds")
-    parser.add_argument("--speed", type=float, default=10.0, help="event-time seconds per wall second (10)")
+    parser.add_argument("--speed", type=float, default=20.0, help="event-time seconds per wall second (20)")
     parser.add_argument("--rate", type=float, default=20.0, help="predictions per event-time second (20)")
     args = parser.parse_args(argv)
 
@@ -72,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         f"\nmodelmon demo: worker pid {worker.pid} (log {worker_log}), broker at {settings.bootstrap}.\n"
         f"Incidents (event time from the start): {', '.join(INCIDENTS)}\n"
         "Where to look:\n"
+        f"  {settings.web_url}/                # the dashboard (the first incident shows after about "
+        f"{_first_incident_s() / args.speed / 60:.0f} min)\n"
+        f"  {settings.web_url}/api/v1/models   # the HTTP API; {settings.web_url}/metrics for Prometheus\n"
         f"  kcat -b {settings.bootstrap} -C -t {topic_name(settings, 'model-metrics')} -o end -u\n"
         f"  kcat -b {settings.bootstrap} -C -t {topic_name(settings, 'dead-letter')} -o end -u\n"
         "  modelmon alerts --follow          # alerts of the example rules (deploy/alert-rules.yaml)\n"

@@ -614,9 +614,8 @@ def _invalid_event(
         encoded = orjson.dumps(base)
         raw = encoded[: 1 + int(rng.random() * (len(encoded) - 2))]  # a prefix of an object never parses
     elif defect == "missing_field":
-        required = ["request_id", "model", "ts", "label"] if on_ground_truth else [
-            "request_id", "model", "model_version", "ts", "task", "prediction",
-        ]  # fmt: skip
+        # only the schemas' required fields: without ts, model_version or task an event is still valid
+        required = ["request_id", "label"] if on_ground_truth else ["request_id", "model", "prediction"]
         del base[required[int(rng.random() * len(required))]]
         raw = orjson.dumps(base)
     elif defect == "wrong_type":

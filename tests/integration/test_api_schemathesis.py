@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -40,12 +38,17 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from modelmon.kafka_clients import admin_client, consumer
-from modelmon.settings import Settings
 from modelmon.simulate import Incident
-from modelmon.worker import partials_topic_name
 
-from .webcheck import INCIDENT_MODEL, WebWorker, caught_up, load_traffic, traffic_config, web_settings
+from .webcheck import (
+    INCIDENT_MODEL,
+    WebWorker,
+    caught_up,
+    expected_predictions,
+    load_traffic,
+    traffic_config,
+    web_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -89,39 +92,13 @@ def workers(kafka, tmp_path_factory):
     try:
         for name, s in settings.items():
             started[name] = WebWorker(s, f"st-{name}", log_dir).start()
+        expected = expected_predictions(traffic)
         for name, s in settings.items():
-            caught_up(s, [started[name]])
-            _wait_for_stage2(s)
+            caught_up(s, [started[name]], expected)
         yield started
     finally:
         for worker in started.values():
             worker.stop()
-
-
-def _stage2_lag(s: Settings) -> int:
-    """Records of the internal partials topic the worker group has not committed yet (stage 2's backlog)."""
-    topic = partials_topic_name(s)
-    admin = admin_client(s)
-    cons = consumer(s, group_id=f"lag-{time.time_ns()}")
-    try:
-        request = [ConsumerGroupTopicPartitions(s.group_id)]
-        offsets = admin.list_consumer_group_offsets(request)[s.group_id].result(10).topic_partitions
-        committed = {tp.partition: max(tp.offset, 0) for tp in offsets if tp.topic == topic}
-        ends = {
-            p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(s.output_partitions)
-        }
-        return sum(end - committed.get(p, 0) for p, end in ends.items())
-    finally:
-        cons.close()
-
-
-def _wait_for_stage2(s: Settings, timeout_s: float = 120.0) -> None:
-    """Until stage 2 has read the partials backlog (a few ticks' heartbeats stay in flight)."""
-    deadline = time.monotonic() + timeout_s
-    while (lag := _stage2_lag(s)) > 300:
-        assert time.monotonic() < deadline, f"stage 2 still {lag} partials behind after {timeout_s} s"
-        time.sleep(0.5)
 
 
 def _open_spec(worker: WebWorker, path: Path) -> str:

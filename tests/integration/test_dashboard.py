@@ -21,17 +21,22 @@ from urllib.parse import urlencode
 
 import pytest
 
-from modelmon.client import MonitorClient
-from modelmon.settings import Settings
-from modelmon.simulate import generate
-from modelmon.topics import create_topics
-
-from .webcheck import ARTIFACTS, INCIDENT_MODEL, WebWorker, caught_up, traffic_config, wait_for, web_settings
+from .webcheck import (
+    ARTIFACTS,
+    INCIDENT_MODEL,
+    WebWorker,
+    caught_up,
+    expected_predictions,
+    load_traffic,
+    wait_for,
+    web_settings,
+)
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "dash-" + uuid.uuid4().hex[:12]
+
 SCREENSHOT = ARTIFACTS / "dashboard.png"
 HEADLINE = [  # some of the headline fields the page must show (all shown ones are compared with the API)
     "views.5m.classification.accuracy",
@@ -101,27 +106,11 @@ def worker(kafka, tmp_path_factory) -> Iterator[WebWorker]:
     load_traffic(s)
     w = WebWorker(s, "w1", tmp_path_factory.mktemp("dash")).start()
     try:
-        caught_up(s, [w])
+        caught_up(s, [w], expected_predictions())
         wait_for(lambda: _firing(w, INCIDENT_MODEL), 120, "a firing alert on the incident model", w)
         yield w
     finally:
         w.stop()
-
-
-def load_traffic(settings: Settings) -> int:
-    """webcheck's traffic without the events whose only defect is a missing ts. ts is optional, so they are
-    valid and count in the window of their Kafka timestamp, the wall clock: the newest window of every
-    model would be today's, hours of event time after the simulated traffic, and the page's ranges (which
-    end at the newest window) would show one window."""
-    create_topics(settings)
-    n = 0
-    with MonitorClient(settings) as mon:
-        for event in generate(traffic_config()):
-            if event.note == "missing_field" and b'"ts"' not in event.value():
-                continue
-            mon.send_raw(event.topic, event.key, event.value())
-            n += 1
-    return n
 
 
 def _api(w: WebWorker, path: str) -> Any:

@@ -118,11 +118,48 @@ def load_traffic(settings: Settings, config: SimConfig | None = None) -> int:
     return n
 
 
-def caught_up(settings: Settings, workers: list[WebWorker], timeout_s: float = 240.0) -> None:
-    """Wait until the group committed every input and every worker serves again."""
+def expected_predictions(config: SimConfig | None = None) -> dict[tuple[str, str | None], int]:
+    """Offline count of the valid predictions per (model, version): first event per request_id."""
+    seen: set[str] = set()
+    counts: dict[tuple[str, str | None], int] = {}
+    for event in generate(config or traffic_config()):
+        if event.kind != "prediction" or event.key in seen:
+            continue
+        seen.add(event.key)
+        series = (event.payload["model"], event.payload.get("model_version"))
+        counts[series] = counts.get(series, 0) + 1
+    return counts
+
+
+def caught_up(
+    settings: Settings,
+    workers: list[WebWorker],
+    expected: dict[tuple[str, str | None], int] | None = None,
+    timeout_s: float = 240.0,
+) -> None:
+    """Wait until the group committed every input, every worker serves, and (given the offline counts)
+    the API's windows hold every prediction: stage 2 reads its own topic, behind the inputs."""
     wait_for_lag_zero(settings, timeout_s=timeout_s)
     for worker in workers:
         worker.wait_ready()
+    if expected is None:
+        return
+    counted: dict = {}
+
+    def complete() -> bool:
+        for (model, version), want in expected.items():
+            path = f"/api/v1/models/{model}/windows?version={version or ''}&limit=10000"
+            status, body, _ = workers[0].get(path, token=settings.api_token or None)
+            got = sum(w["traffic"]["predictions"] for w in body["windows"]) if status == 200 else None
+            counted[(model, version)] = got
+            if got != want:
+                return False
+        return True
+
+    try:
+        wait_for(complete, timeout_s, "the windows to hold every prediction", workers[0])
+    except AssertionError as exc:
+        raise AssertionError(f"windows hold {counted} predictions, expected {expected}: {exc}") from None
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str, worker: WorkerProcess | None = None) -> Any:

@@ -30,7 +30,16 @@ OPENAPI = SCHEMAS / "openapi.json"
 EXAMPLES = SCHEMAS / "examples"
 BUNDLED = {"MetricEvent": "model-metrics", "AlertEvent": "alert"}
 DOC_URI = "urn:modelmon:openapi"
-ERROR_CODES = {"bad_parameter", "not_found", "unauthorized", "not_ready", "unavailable", "internal"}
+ERROR_CODES = {
+    "bad_parameter",
+    "bad_request",
+    "not_found",
+    "method_not_allowed",
+    "unauthorized",
+    "not_ready",
+    "unavailable",
+    "internal",
+}
 SECURED = ("/api/", "/metrics")
 
 
@@ -446,7 +455,7 @@ BAD: dict[tuple[str, str, str], list[Any]] = {
     ],
     ("/api/v1/models/{model}/windows", "400", APP_JSON): [
         {"error": "bad from"},
-        error(400, "bad_request", "from: ..."),
+        error(400, "bad_input", "from: ..."),
         {"error": {"status": 400, "code": "bad_parameter"}},
         {"error": {**error(400, "bad_parameter", "x")["error"], "detail": "y"}},
         error(200, "bad_parameter", "x"),

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from modelmon.schemas import InvalidEvent, decode_ground_truth, decode_prediction
 from modelmon.simulate import (
     INVALID_DEFECTS,
     Incident,
@@ -268,6 +269,10 @@ def test_invalid_events_carry_their_defect(mixed: list[SimEvent]) -> None:
                 e.raw.decode("utf-8")
         elif e.note == "missing_field":
             assert not required[e.topic] <= set(orjson.loads(e.raw))
+            # the worker's validator must reject it (ts is optional: dropping it leaves a valid event)
+            decode = decode_prediction if e.topic == "predictions" else decode_ground_truth
+            with pytest.raises(InvalidEvent):
+                decode(e.raw, 65536)
         elif e.note == "wrong_type":
             body = orjson.loads(e.raw)
             assert required[e.topic] <= set(body)

@@ -65,6 +65,10 @@ class NotReady(Exception):
     """This worker (or one it needs) is rebalancing or recovering its tables: 503, never partial numbers."""
 
 
+class Unavailable(Exception):
+    """The worker owning the data did not answer a forwarded request: 503 (retry; it may be restarting)."""
+
+
 class Api:
     """Routes, middlewares and the request handlers of one worker."""
 
@@ -74,6 +78,7 @@ class Api:
         self.s = worker.s
         self._session: ClientSession | None = None
         self._openapi: bytes | None = None
+        self._static: frozenset[str] | None = None
         self._started = time.time()
 
     # -- installation ---------------------------------------------------------------------------------
@@ -93,7 +98,7 @@ class Api:
         r.add_get("/api/v1/alerts", self.alerts)
         r.add_get("/api/v1/health", self.worker_health)
         r.add_get("/", self.dashboard)
-        r.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
+        r.add_get("/static/{file}", self.static)
         app.on_cleanup.append(self._close_session)
 
     async def _close_session(self, app: web.Application) -> None:
@@ -111,10 +116,14 @@ class Api:
             return error_response(400, "bad_parameter", str(exc), exc.parameter)
         except NotReady as exc:
             return error_response(503, "not_ready", str(exc), headers={"Retry-After": "5"})
+        except Unavailable as exc:
+            return error_response(503, "unavailable", str(exc), headers={"Retry-After": "5"})
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(exc.status, "error")
+            code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
+                exc.status, "bad_request" if exc.status < 500 else "internal"
+            )
             return error_response(exc.status, code, exc.reason, headers=_allow(exc))
         except Exception:
             log.exception("web: %s %s failed", request.method, request.path)
@@ -286,6 +295,18 @@ class Api:
         if self._openapi is None:
             self._openapi = _openapi_path().read_bytes()
         return web.Response(body=self._openapi, content_type=JSON)
+
+    async def static(self, request: web.Request) -> web.FileResponse:
+        """A file of the dashboard's folder: plain names only, so nothing outside it is reachable."""
+        name = request.match_info["file"]
+        if name not in self._static_files():
+            raise web.HTTPNotFound(reason=f"no such file: {name[:64]!r}")
+        return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
+
+    def _static_files(self) -> frozenset[str]:
+        if self._static is None:
+            self._static = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
+        return self._static
 
     async def dashboard(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})

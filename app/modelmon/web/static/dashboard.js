@@ -90,7 +90,9 @@
   function choose() {
     const s = st.sel;
     if (s && s.version === undefined) {
-      const first = st.models.find((m) => m.model === s.model);
+      // no version given: the model's first versioned series (the versionless one holds dead letters)
+      const mine = st.models.filter((m) => m.model === s.model);
+      const first = mine.find((m) => m.model_version != null) || mine[0];
       st.sel = first ? { model: first.model, version: first.model_version } : null;
     }
     if (!currentMv()) {

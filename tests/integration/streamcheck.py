@@ -678,3 +678,27 @@ def check_window(key: tuple, facts: dict, event: dict) -> list[str]:
         want_mape = float(np.mean(np.abs(yhat[nz] - y[nz]) / np.abs(y[nz]))) if nz.any() else None
         eq("mape", r["mape"], want_mape)
     return errs
+
+
+def read_topic(settings: Settings, kind: str, timeout_s: float = 30.0) -> list[dict]:
+    """Every event on one of modelmon's topics so far (decoded JSON), in partition order."""
+    topic = topic_name(settings, kind)
+    cons = consumer(settings, group_id=f"webcheck-{time.time_ns()}")
+    try:
+        meta = cons.list_topics(topic, timeout=10)
+        tps = [TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions]
+        ends = {tp.partition: cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        cons.assign(tps)
+        out: list[dict] = []
+        done = {p for p, end in ends.items() if end == 0}
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(tps) and time.monotonic() < deadline:
+            msg = cons.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append(orjson.loads(msg.value()))
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                done.add(msg.partition())
+        return out
+    finally:
+        cons.close()

@@ -15,18 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
-from confluent_kafka import TopicPartition
 
 from modelmon.client import MonitorClient
-from modelmon.kafka_clients import consumer
 from modelmon.schemas import validate_output
 from modelmon.simulate import Incident, LabelDelay, SimConfig, generate, model_catalogue
-from modelmon.topics import create_topics, topic_name
+from modelmon.topics import create_topics
 from tests.conftest import env_for
 
-from .streamcheck import WorkerProcess, closer_events, produce, wait_for_lag_zero
+from .streamcheck import WorkerProcess, closer_events, produce, read_topic, wait_for_lag_zero
 
 pytestmark = pytest.mark.integration
 
@@ -84,24 +81,7 @@ def _chunks(events: list, t0: float, span_s: float) -> list[list]:
 
 def _read_alerts(settings, timeout_s: float = 10.0) -> list[dict]:
     """Every event on the alerts topic so far."""
-    topic = topic_name(settings, "alerts")
-    cons = consumer(settings, group_id=f"alerts-test-{time.time_ns()}")
-    meta = cons.list_topics(topic, timeout=10)
-    tps = [TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions]
-    ends = {tp.partition: cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
-    cons.assign(tps)
-    out = []
-    done = {p for p, end in ends.items() if end == 0}
-    deadline = time.monotonic() + timeout_s
-    while len(done) < len(tps) and time.monotonic() < deadline:
-        msg = cons.poll(0.5)
-        if msg is None or msg.error():
-            continue
-        out.append(orjson.loads(msg.value()))
-        if msg.offset() + 1 >= ends[msg.partition()]:
-            done.add(msg.partition())
-    cons.close()
-    return out
+    return read_topic(settings, "alerts", timeout_s)
 
 
 def _wait_for(settings, predicate, timeout_s: float, worker: WorkerProcess) -> list[dict]:

@@ -12,6 +12,7 @@ from collections import defaultdict
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from .streamcheck import read_topic
 from .webcheck import (
     INCIDENT_MODEL,
     T0,
@@ -19,7 +20,6 @@ from .webcheck import (
     caught_up,
     expected_predictions,
     load_traffic,
-    read_topic,
     wait_for,
     web_settings,
 )

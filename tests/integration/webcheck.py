@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import TopicPartition
 
 from modelmon.client import MonitorClient
-from modelmon.kafka_clients import consumer
 from modelmon.settings import Settings
 from modelmon.simulate import Incident, LabelDelay, SimConfig, generate
-from modelmon.topics import create_topics, topic_name
+from modelmon.topics import create_topics
 
 from .streamcheck import WorkerProcess, wait_for_lag_zero
 
@@ -173,27 +171,3 @@ def wait_for(predicate: Any, timeout_s: float, what: str, worker: WorkerProcess 
             tail = worker.log_tail(60) if worker is not None else ""
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{tail}")
         time.sleep(0.5)
-
-
-def read_topic(settings: Settings, kind: str, timeout_s: float = 30.0) -> list[dict]:
-    """Every event on one of modelmon's topics so far (decoded JSON), in partition order."""
-    topic = topic_name(settings, kind)
-    cons = consumer(settings, group_id=f"webcheck-{time.time_ns()}")
-    try:
-        meta = cons.list_topics(topic, timeout=10)
-        tps = [TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions]
-        ends = {tp.partition: cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
-        cons.assign(tps)
-        out: list[dict] = []
-        done = {p for p, end in ends.items() if end == 0}
-        deadline = time.monotonic() + timeout_s
-        while len(done) < len(tps) and time.monotonic() < deadline:
-            msg = cons.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            out.append(orjson.loads(msg.value()))
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                done.add(msg.partition())
-        return out
-    finally:
-        cons.close()

@@ -60,13 +60,14 @@ test-integration: $(STAMP) system-deps
 	$(PY) -m pytest tests/integration
 
 # Benchmarks print their figures and rewrite their sections of docs/benchmarks.md.
-# Throughput, freshness, memory, recovery and alert detection in about 25 minutes on 2 cores: throughput
+# Throughput, freshness, memory, recovery, alert detection and API latency in about 30 minutes on 2 cores: throughput
 # runs on 600k input records here (the script's default, 1 M, takes about 13 minutes by itself).
 bench: $(STAMP) $(PEER_STAMP) system-deps
 	$(PY) bench/throughput.py --events 600000
 	$(PY) bench/freshness.py --duration 30
 	$(PY) bench/memory_recovery.py
 	$(PY) bench/detection.py
+	$(PY) bench/api_latency.py
 
 # Alert detection delays and false alarms (docs/benchmarks.md "Detection"); no broker, about 7 minutes.
 bench-detection: $(STAMP)

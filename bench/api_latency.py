@@ -443,12 +443,23 @@ def check_body(kind: str, body: Any, stats: Stats, targets: Targets) -> None:
 
 
 async def client_loop(
-    plan: Any, targets: Targets, stats: Stats, measure_from: float, until: float, start_index: int
+    plan: Any,
+    targets: Targets,
+    stats: Stats,
+    measure_from: float,
+    until: float,
+    start_index: int,
+    interval: float | None = None,
 ) -> None:
+    """Requests back to back (closed loop), or one every ``interval`` seconds (paced, as dashboards do)."""
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=1)) as session:
         i = start_index
+        next_at = time.monotonic() + (interval or 0.0) * start_index / 4
         while time.time() < until:
+            if interval is not None:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at += interval
             label, url, kind = plan(i)
             i += 1
             t0 = time.perf_counter()
@@ -513,6 +524,7 @@ def run_phase(
     targets: Targets,
     warmup: float,
     duration: float,
+    interval: float | None = None,
 ) -> PhaseResult:
     stats = Stats()
     start = time.time()
@@ -522,7 +534,7 @@ def run_phase(
 
     async def main() -> tuple[float, dict[str, float], float]:
         tasks = [
-            asyncio.create_task(client_loop(plan, targets, stats, measure_from, until, k))
+            asyncio.create_task(client_loop(plan, targets, stats, measure_from, until, k, interval))
             for k, plan in enumerate(plans)
         ]
         await asyncio.sleep(max(0.0, measure_from - time.time()))
@@ -614,6 +626,9 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=float, default=1000.0, help="live input events/s during the phases")
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients (default 4)")
+    parser.add_argument(
+        "--paced-rate", type=float, default=12.0, help="requests/s of the paced phase (default 12)"
+    )
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds, one worker")
     parser.add_argument("--forward-duration", type=float, default=45.0, help="measured seconds, two workers")
     parser.add_argument(
@@ -692,11 +707,35 @@ def main() -> None:
             print(phase_line(r0, args.rate), flush=True)
             wait_caught_up(workers, lag, expected, 300)
 
-        # -- phase 1: one worker, the three requests
-        log(f"phase 1: {args.clients} clients, {args.rate:,.0f} events/s, {args.duration:g} s")
-        loads.append(Load(settings, args.rate, per_prediction))
         url = workers[0].url
         plans = [lambda i, url=url: targets.mix(url, i) for _ in range(args.clients)]
+        # -- phase 0: one worker, requests at a dashboard-like pace (a refresh is ~4 requests per 5 s)
+        log(f"paced: {args.paced_rate:g} requests/s, {args.rate:,.0f} events/s, {args.duration:g} s")
+        loads.append(Load(settings, args.rate, per_prediction))
+        lo = time.time()
+        r_paced = run_phase(
+            "one worker, paced",
+            workers,
+            lag,
+            loads[-1],
+            plans,
+            targets,
+            args.warmup,
+            args.duration,
+            interval=args.clients / args.paced_rate,
+        )
+        loads[-1].finish()
+        r_paced.sent_rate = loads[-1].sent_rate(lo + args.warmup, time.time())
+        r_paced.load_cpu = loads[-1].cpu
+        results.append(r_paced)
+        for label in ENDPOINTS.values():
+            print(row(label, r_paced))
+        print(phase_line(r_paced, args.rate), flush=True)
+        wait_caught_up(workers, lag, expected, 300)
+
+        # -- phase 1: one worker, the three requests back to back
+        log(f"phase 1: {args.clients} clients, {args.rate:,.0f} events/s, {args.duration:g} s")
+        loads.append(Load(settings, args.rate, per_prediction))
         lo = time.time()
         r1 = run_phase("one worker", workers, lag, loads[-1], plans, targets, args.warmup, args.duration)
         loads[-1].finish()
@@ -765,14 +804,15 @@ def main() -> None:
     if args.no_write:
         return
 
-    r1, r2 = results[-2:]
+    r_paced, r1, r2 = results[-3:]
     win = r1.stats.windows_returned
     header = (
         "| phase | request | requests | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors "
         "| mean body KB |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
     )
-    rows = [row(label, r1) for label in ENDPOINTS.values()] + [
+    rows = [row(label, r_paced) for label in ENDPOINTS.values()]
+    rows += [row(label, r1) for label in ENDPOINTS.values()] + [
         row(label, r2) for label in ("model query, owner", "model query, forwarded")
     ]
     kept = [n for (_, version), n in windows_per_series.items() if version is not None]
@@ -792,11 +832,14 @@ def main() -> None:
             "versions, in turn: the model query `/api/v1/models/{model}?version=` (newest window + 5m/1h/24h",
             "views), the dashboard's hour `/api/v1/models/{model}/windows?version=&from=` (from = newest",
             f"window end - 1 h; {np.mean(win) if win else 0:.0f} windows on average) and the model list",
-            "`/api/v1/models`. Latency = time.perf_counter from before the request until the whole body was",
+            "`/api/v1/models`; first paced at",
+            f"{args.paced_rate:g} requests/s in all (about 15 dashboards refreshing every 5 s), then back",
+            "to back. Latency = time.perf_counter from before the request until the whole body was",
             f"read; any non-200 or timeout ({REQUEST_TIMEOUT_S:g} s) is an error, not timed. Each phase:",
             f"{args.warmup:g} s warm-up, then measured. First {args.baseline_duration:g} s of the load alone",
             "(no requests: does the worker keep up without the API?), then, after the lag drained,",
-            f"{args.duration:g} s with the requests on one worker; then a second",
+            f"{args.duration:g} s of paced and {args.duration:g} s of back-to-back requests on one worker;",
+            "then a second",
             "worker joined the group and, once both owned stage-2 partitions and the lag was 0,",
             f"{args.forward_duration:g} s of model queries only, alternately to the worker owning the",
             "model's stage-2 partition and to the other one, which forwards the request over HTTP (model",

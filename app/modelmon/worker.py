@@ -168,6 +168,7 @@ class Worker:
         self.watermarks: dict[int, dict[int, float]] = defaultdict(dict)  # stage-2 partition -> input p -> wm
         # stage-2 partition -> {window key: (window start, finalized)}: finalization scans this, not the table
         self.window_index: dict[int, dict[bytes, tuple[float, bool]]] = defaultdict(dict)
+        self.window_rev: dict[bytes, int] = {}  # window key -> revision held (the API's cache key)
         self.stage2_stale = True
         self.dirty_windows: set[bytes] = set()
         # (model, version) -> {window key: window start}: which windows a rolling view merges
@@ -575,6 +576,7 @@ class Worker:
             if tp.topic == self.partials.get_topic_name()
         }
         self.window_index = defaultdict(dict)
+        self.window_rev = {}
         self.series = defaultdict(dict)
         self.latest_views = {}
         for key, raw in self.windows.items():
@@ -582,6 +584,7 @@ class Worker:
             q = value.get("q")
             if q in owned:
                 self.window_index[q][key] = (value["w"], value["fin"])
+                self.window_rev[key] = value["rev"]
                 self.series[(value["m"], value["v"])][key] = value["w"]
                 self.series_q[(value["m"], value["v"])] = q
                 if not value["fin"]:
@@ -625,6 +628,7 @@ class Worker:
         updated["q"] = q
         self._put(self.windows, key, orjson.dumps(updated), q)
         self.window_index[q][key] = (updated["w"], False)
+        self.window_rev[key] = updated["rev"]
         self.series[(updated["m"], updated["v"])][key] = updated["w"]
         self.series_q[(updated["m"], updated["v"])] = q
         self.series_updated[(updated["m"], updated["v"])] = time.time()
@@ -644,12 +648,14 @@ class Worker:
                 if window + span + self.s.join_horizon_s <= low:
                     self._put(self.windows, key, None, q)  # the tombstone outlived any replay
                     del index[key]
+                    self.window_rev.pop(key, None)
                     for series in self.series.values():
                         series.pop(key, None)
                 continue
             raw = self.windows.data.get(key)
             if raw is None:
                 del index[key]
+                self.window_rev.pop(key, None)
                 continue
             value = orjson.loads(raw)
             metric = rollup.metric_event(value, self.s.window_s, time.time(), final=True)
@@ -659,6 +665,7 @@ class Worker:
             tomb["q"] = q
             self._put(self.windows, key, orjson.dumps(tomb), q)
             index[key] = (window, True)
+            self.window_rev[key] = tomb["rev"]
             self.dirty_windows.discard(key)
             self.counts["stage2:final_windows"] += 1
 

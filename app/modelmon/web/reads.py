@@ -114,7 +114,11 @@ class StageReads:
         )
 
     def _event(self, key: bytes, now: float) -> dict[str, Any] | None:
-        """The window's metric event, cached by revision."""
+        """The window's metric event, cached by revision (known without reading the table)."""
+        rev = self.w.window_rev.get(key)
+        if rev is not None and (key, rev) in self._events:
+            self._events.move_to_end((key, rev))
+            return self._events[(key, rev)]
         value = self._value(key)
         if value is None:
             return None

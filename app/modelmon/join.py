@@ -216,11 +216,6 @@ def _times(entry: Entry) -> Iterable[float]:
         yield entry["lt"]
 
 
-def entry_ts(entry: Entry) -> float:
-    """The latest event time seen in this entry (drives the partition's watermark after a rebuild)."""
-    return max(_times(entry))
-
-
 def owner(entry: Entry, window_size_s: float) -> tuple[str, str | None, float]:
     """The (model, version, window) an entry's counters are booked to: its prediction's, else its label's."""
     if "pt" in entry:

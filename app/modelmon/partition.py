@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .aggregate import WindowAccumulator
-from .join import Effects, Entry, effect_delta, effects, entry_ts, expires_at, settles_at, window_start
+from .join import Effects, Entry, effect_delta, effects, expires_at, settles_at, window_start
 
 WindowKey = tuple[str, str | None, float]  # (model, model_version, window start)
 
@@ -148,6 +148,7 @@ class PartitionState:
     _topic_max: dict[str, tuple[float, float]] = field(default_factory=dict)
     _last_tick_wall: float | None = None
     _pending: int = 0
+    _restored_max: dict[str, float] = field(default_factory=dict)  # newest prediction / label ts restored
 
     # -- rebuild -----------------------------------------------------------------------------------
 
@@ -161,14 +162,26 @@ class PartitionState:
         return n
 
     def restore(self, request_id: Any, entry: Entry) -> None:
-        """Fold one restored join entry in (entries stream in one by one: nothing is held but the fold)."""
+        """Fold one restored join entry in (entries stream in one by one: nothing is held but the fold).
+
+        The watermark follows the input furthest behind (see :meth:`observe`), so the newest entry can
+        be ahead of it: raising it to the newest entry's time would expire pending joins after a restart
+        that the running worker still held open. :meth:`finish_restore` takes the larger of two lower
+        bounds of the watermark before the restart: the partition record's, and the smaller of the
+        newest prediction and the newest label time among the entries.
+        """
         self.apply_change(request_id, None, entry)
-        ts = entry_ts(entry)
-        if ts > self.watermark:
-            self.watermark = ts
+        restored = self._restored_max
+        if "pt" in entry and entry["pt"] > restored.get("p", float("-inf")):
+            restored["p"] = entry["pt"]
+        if "lt" in entry and entry["lt"] > restored.get("g", float("-inf")):
+            restored["g"] = entry["lt"]
 
     def finish_restore(self, meta: dict[str, Any] | None) -> None:
         """Apply the partition record after the last entry; every window is then due to be sent."""
+        restored, self._restored_max = self._restored_max, {}
+        if len(restored) == 2:
+            self.watermark = max(self.watermark, min(restored.values()))
         if meta:
             if meta.get("wm") is not None:
                 self.watermark = max(self.watermark, meta["wm"])

@@ -353,6 +353,31 @@ def test_partition_record_keeps_the_watermark_and_drops_closed_tallies():
     assert rebuilt.accs[("m1", None, 1020.0)].counters == {"invalid:schema": 1}
 
 
+def test_a_rebuild_keeps_the_watermark_of_the_input_furthest_behind():
+    """Predictions read up to 2,000 s, labels up to 1,900 s: the watermark is 1,900 before and after a
+    restart; the newest entry (2,000 s) must not move it, or pending joins would expire early."""
+    state = PartitionState(0, WINDOW, HORIZON, 0)
+    state.expect(("p", "g"), wall=0.0)
+    table: dict = {}
+    for i, ts in enumerate((1000.0, 1500.0, 2000.0)):
+        apply(table, state, ("p", i, f"r{i}", pred(f"r{i}", "a", ts)))
+        state.observe(ts, wall=1.0 + i, topic="p")
+    state.observe(1900.0, wall=5.0, topic="g")
+    assert state.watermark == 1900.0
+    meta = state.meta_update(None)
+    rebuilt = PartitionState(0, WINDOW, HORIZON, 1)
+    rebuilt.expect(("p", "g"), wall=10.0)
+    rebuilt.rebuild(sorted(table.items()), meta)
+    assert rebuilt.watermark == 1900.0 == meta["wm"]
+    assert rebuilt.pending == state.pending == 3
+    assert rebuilt.due_expiries() == state.due_expiries()
+    # Without a partition record: the smaller of the newest prediction and the newest label restored.
+    apply(table, state, ("g", 0, "r1", label("r1", "a", 1600.0)))
+    without_meta = PartitionState(0, WINDOW, HORIZON, 2)
+    without_meta.rebuild(sorted(table.items()), None)
+    assert without_meta.watermark == 1600.0 <= state.watermark
+
+
 def test_an_idle_partition_that_never_saw_an_event_starts_at_the_clock():
     state = PartitionState(0, WINDOW, HORIZON, epoch=1, idle_advance_s=5.0)
     state.tick(100.0)

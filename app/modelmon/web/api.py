@@ -208,9 +208,8 @@ class Api:
             async with self._session.get(target, headers=headers) as resp:
                 return resp.status, orjson.loads(await resp.read())
         except (ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
-            raise NotReady(
-                f"worker {url} owning the data did not answer: {exc or type(exc).__name__}"
-            ) from None
+            reason = str(exc) or type(exc).__name__
+            raise Unavailable(f"worker {url} owning the data did not answer: {reason}") from None
 
     async def _for_model(self, request: web.Request, local: Callable[[], Any]) -> web.Response:
         """Answer from this worker when it owns the model's partition, else from the worker that does."""

@@ -208,8 +208,8 @@ class StageReads:
                     out.append(event)
         return out
 
-    def prometheus_text(self) -> str:
-        """/metrics: this worker's series (counters, histograms, rolling-view gauges), alerts and itself."""
+    def _process_stats(self) -> dict[str, Any]:
+        """This process's resident memory, CPU seconds, threads and open descriptors (psutil)."""
         proc = self._process
         with proc.oneshot():
             cpu = proc.cpu_times()
@@ -217,12 +217,16 @@ class StageReads:
                 fds: int | None = proc.num_fds()
             except (AttributeError, psutil.Error):
                 fds = None
-            process = {
+            return {
                 "rss_bytes": proc.memory_info().rss,
                 "cpu_seconds": cpu.user + cpu.system,
                 "open_fds": fds,
                 "threads": proc.num_threads(),
             }
+
+    def prometheus_text(self) -> str:
+        """/metrics: this worker's series (counters, histograms, rolling-view gauges), alerts and itself."""
+        process = self._process_stats()
         w = self.w
         ready = self.not_ready_reason() is None
         families = w.series_counters.families()
@@ -234,18 +238,13 @@ class StageReads:
 
     def health(self) -> dict[str, Any]:
         """This worker: process resources, partitions, table sizes, verdict counters, the group's workers."""
-        proc = self._process
-        with proc.oneshot():
-            try:
-                fds: int | None = proc.num_fds()
-            except (AttributeError, psutil.Error):
-                fds = None
-            process = {
-                "cpu_percent": proc.cpu_percent(None),
-                "rss_bytes": proc.memory_info().rss,
-                "threads": proc.num_threads(),
-                "open_fds": fds,
-            }
+        stats = self._process_stats()
+        process = {
+            "cpu_percent": self._process.cpu_percent(None),  # since the previous health request
+            "rss_bytes": stats["rss_bytes"],
+            "threads": stats["threads"],
+            "open_fds": stats["open_fds"],
+        }
         owners = self.partition_owners()
         workers: dict[str, list[int]] = {}
         for q, url in sorted(owners.items()):

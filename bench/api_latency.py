@@ -78,8 +78,11 @@ from bench.common import (
     GroupLag,
     bench_settings,
     code_version,
+    events_per_prediction,
+    load_process,
     machine,
     modelmon_worker_cmd,
+    sent_rate,
     worker_env,
     write_section,
 )
@@ -87,7 +90,7 @@ from bench.common import (
 from modelmon.broker import LocalBroker
 from modelmon.client import MonitorClient
 from modelmon.settings import Settings
-from modelmon.simulate import LabelDelay, Progress, SimConfig, SimEvent, generate, run
+from modelmon.simulate import LabelDelay, SimConfig, generate
 from modelmon.topics import create_topics
 from modelmon.web.reads import model_partition
 
@@ -96,7 +99,6 @@ HISTORY_RATE = 20.0  # predictions per event-time second in the preloaded histor
 LABEL_DELAY = LabelDelay(median_s=30.0, sigma=1.0, max_s=300.0)  # history
 # Live load: labels 0.5-2 s after their prediction (as in bench/freshness.py), so the input rate is steady
 # within seconds of the load starting (with a 30 s median, the first minute would be mostly predictions).
-LIVE_LABEL_DELAY = LabelDelay(median_s=1.0, sigma=0.35, early_fraction=0.02, early_lead_s=0.5, max_s=2.0)
 HISTORY_END_BEFORE_NOW_S = 60.0  # so the history's last labels (sent up to this long after it) are not ahead
 LAG_SAMPLE_S = 5.0
 REQUEST_TIMEOUT_S = 10.0
@@ -115,50 +117,6 @@ def ts_of(text: str) -> float:
 # ------------------------------------------------------------------------------------------------- load
 
 
-def live_config(predictions_per_s: float, count: int | None = None) -> SimConfig:
-    return SimConfig(
-        models=MODELS, versions=VERSIONS, rate=predictions_per_s, count=count, label_delay=LIVE_LABEL_DELAY
-    )
-
-
-def events_per_prediction() -> float:
-    """Input events (labels, duplicates, relabels, invalid included) per prediction of live_config."""
-    n = sum(1 for _ in generate(live_config(1000.0, count=20_000).resolved()))
-    return n / 20_000
-
-
-class _ClientSink:
-    def __init__(self, client: MonitorClient) -> None:
-        self.client = client
-
-    def send(self, event: SimEvent) -> None:
-        self.client.send_raw(event.topic, event.key, event.value())
-
-    def flush(self) -> None:
-        self.client.flush()
-
-
-def _load_process(settings: Settings, predictions_per_s: float, stop: Any, out: Any) -> None:
-    """Child process: paced live traffic until ``stop`` is set; puts (samples, max behind s, CPU cores)."""
-    samples: list[tuple[float, int]] = []
-    behind = [0.0]
-    t0, cpu0 = time.perf_counter(), time.process_time()
-
-    def track(p: Progress) -> None:
-        behind[0] = max(behind[0], p.behind_s)
-        samples.append((time.time(), p.sent))
-
-    with MonitorClient(settings, validate=False) as client:
-        run(
-            live_config(predictions_per_s),
-            _ClientSink(client),
-            stop=stop,
-            progress=track,
-            progress_every_s=0.5,
-        )
-    out.put((samples, behind[0], (time.process_time() - cpu0) / (time.perf_counter() - t0)))
-
-
 class Load:
     """The live load process of one phase."""
 
@@ -167,7 +125,7 @@ class Load:
         self.rate = events_per_s
         self.stop, self.out = ctx.Event(), ctx.Queue()
         self.proc = ctx.Process(
-            target=_load_process,
+            target=load_process,
             args=(settings, events_per_s / per_prediction, self.stop, self.out),
             daemon=True,
         )
@@ -194,11 +152,7 @@ class Load:
             self.proc.join(10)
 
     def sent_rate(self, lo: float, hi: float) -> float:
-        inside = [(t, n) for t, n in self.samples if lo <= t <= hi] or self.samples
-        if len(inside) < 2:
-            return 0.0
-        (t0, n0), (t1, n1) = inside[0], inside[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+        return sent_rate(self.samples, lo, hi)
 
 
 def preload_history(settings: Settings, minutes: float) -> tuple[int, dict[tuple[str, str], int]]:

@@ -10,8 +10,10 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -24,7 +26,7 @@ from modelmon import __version__  # noqa: E402
 from modelmon.client import MonitorClient  # noqa: E402
 from modelmon.kafka_clients import admin_client, consumer  # noqa: E402
 from modelmon.settings import Settings  # noqa: E402
-from modelmon.simulate import LabelDelay, SimConfig, generate  # noqa: E402
+from modelmon.simulate import LabelDelay, Progress, SimConfig, SimEvent, generate, run  # noqa: E402
 from modelmon.topics import topic_name  # noqa: E402
 
 
@@ -156,3 +158,59 @@ def app_digest() -> str:
     for path in sorted((ROOT / "app" / "modelmon").glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+# ------------------------------------------------------------------ live load (freshness, API latency)
+
+
+def live_config(predictions_per_s: float, count: int | None = None) -> SimConfig:
+    """Live traffic of the latency benchmarks: three models x two versions, ~80% labels 0.5-2 s after
+    their prediction (lognormal, capped)."""
+    delay = LabelDelay(median_s=1.0, sigma=0.35, early_fraction=0.02, early_lead_s=0.5, max_s=2.0)
+    return SimConfig(models=3, rate=predictions_per_s, count=count, label_delay=delay)
+
+
+def events_per_prediction() -> float:
+    """Input events (labels, duplicates, relabels, invalid included) per prediction of live_config."""
+    n = sum(1 for _ in generate(live_config(1000.0, count=20_000).resolved()))
+    return n / 20_000
+
+
+class ClientSink:
+    def __init__(self, client: MonitorClient) -> None:
+        self.client = client
+
+    def send(self, event: SimEvent) -> None:
+        self.client.send_raw(event.topic, event.key, event.value())
+
+    def flush(self) -> None:
+        self.client.flush()
+
+
+def load_process(settings: Settings, predictions_per_s: float, stop: Any, out: Any) -> None:
+    """Child process: paced simulated traffic until ``stop`` is set.
+
+    Puts (samples, max_behind_s, cpu): samples are (wall time, events sent so far), about every 0.5 s;
+    cpu is this process's CPU time per wall second.
+    """
+    samples: list[tuple[float, int]] = []
+    behind = [0.0]
+    t0, cpu0 = time.perf_counter(), time.process_time()
+
+    def track(p: Progress) -> None:
+        behind[0] = max(behind[0], p.behind_s)
+        samples.append((time.time(), p.sent))
+
+    with MonitorClient(settings, validate=False) as client:
+        cfg = live_config(predictions_per_s)
+        run(cfg, ClientSink(client), stop=stop, progress=track, progress_every_s=0.5)
+    out.put((samples, behind[0], (time.process_time() - cpu0) / (time.perf_counter() - t0)))
+
+
+def sent_rate(samples: list[tuple[float, int]], lo: float, hi: float) -> float:
+    """Events/s the load process sent between wall times lo and hi (from its progress samples)."""
+    inside = [(t, n) for t, n in samples if lo <= t <= hi] or samples
+    if not inside:
+        return 0.0
+    (t0, n0), (t1, n1) = inside[0], inside[-1]
+    return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0

@@ -41,7 +41,6 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -55,8 +54,11 @@ from bench.common import (
     ROOT,
     GroupLag,
     bench_settings,
+    events_per_prediction,
+    load_process,
     machine,
     modelmon_worker_cmd,
+    sent_rate,
     worker_env,
     write_section,
 )
@@ -67,7 +69,6 @@ from modelmon.join import window_start
 from modelmon.kafka_clients import consumer
 from modelmon.rollup import rfc3339
 from modelmon.settings import Settings
-from modelmon.simulate import LabelDelay, Progress, SimConfig, SimEvent, generate, run
 from modelmon.topics import create_topics, topic_name
 
 PROBE_MODEL = "freshness-probe"
@@ -80,58 +81,6 @@ DEFAULT_TIMERS = {"tick_interval_s": 1.0, "emit_interval_s": 5.0}
 
 
 # ------------------------------------------------------------------------------------------------- load
-
-
-def load_config(predictions_per_s: float, count: int | None = None) -> SimConfig:
-    """Three models x two versions, ~80% labels 0.5-2 s after their prediction (lognormal, capped)."""
-    delay = LabelDelay(median_s=1.0, sigma=0.35, early_fraction=0.02, early_lead_s=0.5, max_s=2.0)
-    return SimConfig(models=3, rate=predictions_per_s, count=count, label_delay=delay)
-
-
-def events_per_prediction() -> float:
-    """Input events (labels, duplicates, relabels, invalid included) per prediction of load_config."""
-    n = sum(1 for _ in generate(load_config(1000.0, count=20_000).resolved()))
-    return n / 20_000
-
-
-class _ClientSink:
-    def __init__(self, client: MonitorClient) -> None:
-        self.client = client
-
-    def send(self, event: SimEvent) -> None:
-        self.client.send_raw(event.topic, event.key, event.value())
-
-    def flush(self) -> None:
-        self.client.flush()
-
-
-def _load_process(settings: Settings, predictions_per_s: float, stop: Any, out: Any) -> None:
-    """Child process: paced simulated traffic until ``stop`` is set.
-
-    Puts (samples, max_behind_s, cpu): samples are (wall time, events sent so far), about every 0.5 s;
-    cpu is this process's CPU time per wall second.
-    """
-    samples: list[tuple[float, int]] = []
-    behind = [0.0]
-    t0, cpu0 = time.perf_counter(), time.process_time()
-
-    def track(p: Progress) -> None:
-        behind[0] = max(behind[0], p.behind_s)
-        samples.append((time.time(), p.sent))
-
-    with MonitorClient(settings, validate=False) as client:
-        cfg = load_config(predictions_per_s)
-        run(cfg, _ClientSink(client), stop=stop, progress=track, progress_every_s=0.5)
-    out.put((samples, behind[0], (time.process_time() - cpu0) / (time.perf_counter() - t0)))
-
-
-def sent_rate(samples: list[tuple[float, int]], lo: float, hi: float) -> float:
-    """Events/s the load process sent between wall times lo and hi (from its progress samples)."""
-    inside = [(t, n) for t, n in samples if lo <= t <= hi] or samples
-    if not inside:
-        return 0.0
-    (t0, n0), (t1, n1) = inside[0], inside[-1]
-    return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 # ------------------------------------------------------------------------------------------------ probe
@@ -344,7 +293,7 @@ class Session:
         grace = max(8.0 if rate else 4.0, 2 * timers + 2)
         ctx = mp.get_context("spawn")
         stop, out = ctx.Event(), ctx.Queue()
-        load = ctx.Process(target=_load_process, args=(self.settings, rate / per_prediction, stop, out))
+        load = ctx.Process(target=load_process, args=(self.settings, rate / per_prediction, stop, out))
         if rate:
             load.start()
         lo = time.time() + warmup

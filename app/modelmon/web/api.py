@@ -218,9 +218,9 @@ class Api:
         if not 0 < len(model) <= views.MAX_MODEL_NAME:
             raise ParamError("model", f"must be 1 to {views.MAX_MODEL_NAME} characters")
         q = self.r.model_partition(model)
-        owner = self.r.partition_owners().get(q)
         if q in self.r.owned_outputs():
             return json_response(local())
+        owner = self.r.partition_owners().get(q)
         if owner is None or request.headers.get(FORWARDED_HEADER):
             raise NotReady(f"the owner of partition {q} of model {model!r} is not known yet (rebalancing)")
         status, body = await self._forward(request, owner)

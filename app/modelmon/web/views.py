@@ -111,18 +111,14 @@ def parse_version(raw: str | None) -> tuple[bool, str | None]:
 
 
 def window_event(value: Mapping[str, Any], window_s: float, now: float) -> dict[str, Any] | None:
-    """The metric event of a stored window value, with the revision it was (or will be) published with."""
-    return (
-        rollup.metric_event(dict(value), window_s, now, final=False)
-        if not value["fin"]
-        else _final(value, window_s, now)
-    )
+    """The metric event of a stored window value, with the revision it was (or will be) published with.
 
-
-def _final(value: Mapping[str, Any], window_s: float, now: float) -> dict[str, Any] | None:
-    # The tombstone's revision is the final event's (rev + 1 when it was published); keep it as is.
-    event = rollup.metric_event({**value, "rev": value["rev"] - 1}, window_s, now, final=True)
-    return event
+    A tombstone's revision is already the final event's (``finalize`` adds the 1 that ``metric_event``
+    adds for ``final=True``), so it is answered with its revision less that 1 put back.
+    """
+    if value["fin"]:
+        return rollup.metric_event({**value, "rev": value["rev"] - 1}, window_s, now, final=True)
+    return rollup.metric_event(dict(value), window_s, now)
 
 
 def task_of(acc: WindowAccumulator) -> str | None:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from typing import Any
 
+from .segments import SegmentStats
+
 __all__ = [
     "DEFAULT_CATEGORY_CAP",
     "DEFAULT_CLASS_CAP",
@@ -256,6 +258,8 @@ HISTOGRAM_SPECS: dict[str, HistogramSpec] = {
     "latency_ms": HistogramSpec("latency_ms", lo=0.01, hi=1e6, per_octave=16),
     # label delay in seconds (label event time - prediction event time): 1 ms .. ~116 days
     "label_delay_s": HistogramSpec("label_delay_s", lo=1e-3, hi=1e7, per_octave=16),
+    # size of the prediction event as received (Kafka record value), bytes: 16 B .. 64 MiB
+    "payload_bytes": HistogramSpec("payload_bytes", lo=16.0, hi=2.0**26, per_octave=16),
 }
 
 
@@ -1500,6 +1504,8 @@ class FeatureStats:
 # ----------------------------------------------------------------------------------------------- window
 _MERGED_PARTS = (
     "latency",
+    "payload",
+    "segments",
     "label_delay",
     "classification",
     "regression",
@@ -1537,10 +1543,12 @@ class WindowAccumulator:
         "label_delay",
         "labelled",
         "latency",
+        "payload",
         "predicted",
         "predicted_values",
         "predictions",
         "regression",
+        "segments",
     )
 
     def __init__(self, class_cap: int = DEFAULT_CLASS_CAP) -> None:
@@ -1551,6 +1559,8 @@ class WindowAccumulator:
         self.errors = 0
         self.labelled = 0
         self.latency: LogHistogram | None = None
+        self.payload: LogHistogram | None = None
+        self.segments: SegmentStats | None = None
         self.label_delay: LogHistogram | None = None
         self.classification: ClassificationAccumulator | None = None
         self.regression: RegressionAccumulator | None = None
@@ -1573,8 +1583,13 @@ class WindowAccumulator:
         task: str | None = None,
         prediction: Any = None,
         scores: Mapping[Any, Any] | None = None,
+        segment: Mapping[str, str] | None = None,
+        payload_bytes: int | None = None,
     ) -> None:
         """One prediction event; ``error`` marks a failed inference. Latency None = not reported.
+
+        ``segment`` (the prediction's tags) is counted in :class:`~modelmon.segments.SegmentStats`,
+        ``payload_bytes`` (size of the event as received) in the ``payload`` histogram.
 
         ``features`` is the prediction's already-bucketed map (see :class:`FeatureStats`), counted for
         every prediction. For an error-free one, ``task``/``prediction``/``scores`` feed the output
@@ -1594,6 +1609,16 @@ class WindowAccumulator:
                 h.update(latency_ms)
             except ValueError:
                 self._reject("latency")
+        if payload_bytes is not None:
+            ph = self.payload
+            if ph is None:
+                ph = self.payload = LogHistogram("payload_bytes")
+            ph.update(float(payload_bytes))
+        if segment:
+            sg = self.segments
+            if sg is None:
+                sg = self.segments = SegmentStats()
+            sg.update(segment, error)
         if features:
             fs = self.features
             if fs is None:
@@ -1652,6 +1677,7 @@ class WindowAccumulator:
         label: Any,
         scores: Mapping[Any, Any] | None = None,
         label_delay_s: float | None = None,
+        segment: Mapping[str, str] | None = None,
     ) -> bool:
         """One joined (prediction, ground truth) pair. Returns False if it could not be counted.
 
@@ -1663,6 +1689,7 @@ class WindowAccumulator:
             acc = self.classification
             if acc is None:
                 acc = self.classification = ClassificationAccumulator(self.class_cap)
+            correct_before = acc.n_correct
             try:
                 acc.update(label, prediction, scores)
             except ValueError:
@@ -1672,15 +1699,20 @@ class WindowAccumulator:
                     self._reject("label")
                     return False
                 self._reject("scores")
+            if segment:
+                self._segments().outcome(segment, acc.n_correct > correct_before)
         elif task in REGRESSION_TASKS:
             racc = self.regression
             if racc is None:
                 racc = self.regression = RegressionAccumulator()
+            abs_before, sq_before = racc._sum_abs, racc._sum_sq
             try:
                 racc.update(label, prediction)
             except ValueError:
                 self._reject("regression_value")
                 return False
+            if segment:
+                self._segments().outcome(segment, None, racc._sum_abs - abs_before, racc._sum_sq - sq_before)
         else:
             self._reject("task")
             return False
@@ -1698,6 +1730,12 @@ class WindowAccumulator:
                 h = self.label_delay = LogHistogram("label_delay_s")
             h.update(d if d > 0.0 else 0.0)
         return True
+
+    def _segments(self) -> SegmentStats:
+        sg = self.segments
+        if sg is None:
+            sg = self.segments = SegmentStats()
+        return sg
 
     def replace_outcome(
         self,
@@ -1791,6 +1829,8 @@ class WindowAccumulator:
             or self.labelled
             or self.counters
             or (self.latency is not None and self.latency.n)
+            or (self.payload is not None and self.payload.n)
+            or (self.segments is not None and not self.segments.is_empty())
             or (self.label_delay is not None and self.label_delay.n)
             or (self.classification is not None and self.classification.n)
             or (self.regression is not None and self.regression.n)
@@ -1814,6 +1854,10 @@ class WindowAccumulator:
             d["latency"] = self.latency.to_dict()
         if self.label_delay is not None and self.label_delay.n:
             d["label_delay"] = self.label_delay.to_dict()
+        if self.payload is not None and self.payload.n:
+            d["payload"] = self.payload.to_dict()
+        if self.segments is not None and not self.segments.is_empty():
+            d["segments"] = self.segments.to_dict()
         if self.classification is not None and self.classification.n:
             d["classification"] = self.classification.to_dict()
         if self.regression is not None and self.regression.n:
@@ -1841,6 +1885,10 @@ class WindowAccumulator:
             w.latency = LogHistogram.from_dict(d["latency"])
         if "label_delay" in d:
             w.label_delay = LogHistogram.from_dict(d["label_delay"])
+        if "payload" in d:
+            w.payload = LogHistogram.from_dict(d["payload"])
+        if "segments" in d:
+            w.segments = SegmentStats.from_dict(d["segments"])
         if "classification" in d:
             w.classification = ClassificationAccumulator.from_dict(d["classification"])
             if w.classification.cap != w.class_cap:

@@ -16,6 +16,8 @@ once per event:
     k   task                        y      prediction        s  scores      lat  latency_ms   e  error flag
     f   bucketed features {name: signed-log bucket (int) | category (str)} (see bucket_features; absent
         when the prediction had none; older entries never have it)
+    rf  the raw features, kept only for the feedback topic (see apply_prediction's ``keep_features``)
+    sg  segment tags {key: value}       b  size of the prediction event in bytes (absent: unknown)
     l   label                       lt     label event time  lm label's own model field
     ll  labels that came after the prediction expired
     dp, dl, rl   duplicate predictions, duplicate labels, relabels
@@ -113,11 +115,16 @@ def apply_prediction(
     partition: int,
     window_size_s: float,
     horizon_s: float,
+    *,
+    payload_bytes: int | None = None,
+    keep_features: bool = False,
 ) -> Outcome:
     """Absorb a prediction event (``ts`` already resolved: event time or Kafka timestamp).
 
     A prediction and a label join only when their event times are at most the horizon apart, whichever
     arrives first; a pending side that already expired (the watermark passed it) does not join.
+    ``keep_features`` stores the raw features too (``rf``), for the joined record of the feedback topic:
+    bucketed features are all the statistics need, raw ones cost memory until the entry settles.
     """
     if entry is not None and entry["o"].get(PRED_TOPIC, -1) >= offset:
         return Outcome(None, "replay")
@@ -142,6 +149,12 @@ def apply_prediction(
         f = bucket_features(pred.features)
         if f:
             new["f"] = f
+        if keep_features:
+            new["rf"] = pred.features
+    if pred.segment:
+        new["sg"] = pred.segment
+    if payload_bytes is not None:
+        new["b"] = payload_bytes
     if new.get("x") == "o":  # its label already expired as an orphan: no join, the prediction is unmatched
         return Outcome(new, "late_prediction")
     if "l" in new and abs(new["lt"] - ts) > horizon_s:
@@ -233,7 +246,9 @@ def effects(entry: Entry, window_size_s: float) -> Effects:
     booked_to = owner(entry, window_size_s)
     if "pt" in entry:
         m, v, w = booked_to
-        # What add_prediction needs: latency, error, bucketed features, task, prediction, scores.
+        # What add_prediction needs: latency, error, bucketed features, task, prediction, scores,
+        # segment tags, payload size.
+        segment = entry.get("sg")
         out[("pred", m, v, w)] = (
             entry["lat"],
             entry["e"],
@@ -241,10 +256,12 @@ def effects(entry: Entry, window_size_s: float) -> Effects:
             entry["k"],
             entry["y"],
             entry.get("s"),
+            segment,
+            entry.get("b"),
         )
         if expired is None and "l" in entry and entry["y"] is not None:
             delay = max(0.0, entry["lt"] - entry["pt"])
-            out[("out", m, v, w)] = (entry["k"], entry["y"], entry["l"], entry.get("s"), delay)
+            out[("out", m, v, w)] = (entry["k"], entry["y"], entry["l"], entry.get("s"), delay, segment)
         if expired is not None:
             out[("cnt", m, v, w, "unmatched_predictions")] = 1
     for field, name in (

@@ -290,11 +290,20 @@ class PartitionState:
             kind, model, version, window = key[:4]
             acc = self._acc((model, version, window))
             if kind == "pred":
-                lat, err, feats, task, prediction, scores = value
-                acc.add_prediction(lat, err, features=feats, task=task, prediction=prediction, scores=scores)
+                lat, err, feats, task, prediction, scores, segment, size = value
+                acc.add_prediction(
+                    lat,
+                    err,
+                    features=feats,
+                    task=task,
+                    prediction=prediction,
+                    scores=scores,
+                    segment=segment,
+                    payload_bytes=size,
+                )
             else:
-                task, prediction, label, scores, delay = value
-                acc.add_outcome(task, prediction, label, scores, delay)
+                task, prediction, label, scores, delay, segment = value
+                acc.add_outcome(task, prediction, label, scores, delay, segment)
         for key, n in counters:
             model, version, window, name = key[1:]
             self._acc((model, version, window)).add_counter(name, n)

@@ -24,6 +24,68 @@ def window_key(model: str, version: str | None, window: float) -> bytes:
     return f"{model}|{version or ''}|{window!r}".encode()
 
 
+# -- data-quality reference ---------------------------------------------------------------------------
+# Each model version's features over its first MODELMON_REFERENCE_S of event time are the reference its
+# later windows' data quality is compared with (type changes, out-of-range values). The record lives in
+# the windows table next to the windows (key REF_PREFIX + model|version), so it has a changelog and
+# moves with the series' stage-2 partition.
+
+REF_PREFIX = b"\x00ref|"
+
+
+def reference_key(model: str, version: str | None) -> bytes:
+    return REF_PREFIX + f"{model}|{version or ''}".encode()
+
+
+def new_reference(model: str, version: str | None, first_window: float, reference_s: float) -> dict[str, Any]:
+    """The reference record of a series first seen with a window starting at ``first_window``."""
+    return {
+        "m": model,
+        "v": version,
+        "from": first_window,
+        "to": first_window + reference_s,
+        "acc": None,
+        "frozen": False,
+    }
+
+
+def extend_reference(ref: dict[str, Any], window: float) -> bool:
+    """Start an open, still empty reference at an earlier window that arrived late; True if it moved.
+
+    Windows reach stage 2 out of order, so the first one seen is not always the series' first.
+    """
+    if ref["frozen"] or ref["acc"] is not None or window >= ref["from"]:
+        return False
+    size = ref["to"] - ref["from"]
+    ref["from"], ref["to"] = window, window + size
+    return True
+
+
+def reference_due(ref: dict[str, Any], low_watermark: float, horizon_s: float) -> bool:
+    """Whether an open reference is frozen now: event time everywhere is past its end by the smaller of
+    the join horizon and its own length, so its predictions (which may arrive out of order) are in."""
+    grace = min(horizon_s, ref["to"] - ref["from"])
+    return not ref["frozen"] and low_watermark >= ref["to"] + grace
+
+
+def fold_reference(ref: dict[str, Any], window: float, acc: WindowAccumulator) -> bool:
+    """Add a window's features to an open reference if the window lies in its period; True if it did."""
+    if ref["frozen"] or not ref["from"] <= window < ref["to"] or acc.features is None:
+        return False
+    mine = WindowAccumulator.from_dict(ref["acc"]) if ref["acc"] is not None else WindowAccumulator()
+    if mine.features is None:
+        mine.features = acc.features.copy()
+    else:
+        mine.features.merge(acc.features)
+    ref["acc"] = mine.to_dict()
+    return True
+
+
+def reference_applies(ref: dict[str, Any] | None, window: float | None) -> bool:
+    """Whether a window (None: a rolling view) is compared with the reference: frozen, and after it."""
+    return ref is not None and ref["frozen"] and (window is None or window >= ref["to"])
+
+
 def new_value(model: str, version: str | None, window: float) -> WindowValue:
     return {"m": model, "v": version, "w": window, "parts": {}, "rev": 0, "fin": False}
 
@@ -73,7 +135,12 @@ ROLLING_VIEWS: tuple[tuple[str, float], ...] = (("5m", 300.0), ("1h", 3600.0), (
 
 
 def rolling_event(
-    values: list[WindowValue], view: str, view_s: float, window_s: float, emitted_at: float
+    values: list[WindowValue],
+    view: str,
+    view_s: float,
+    window_s: float,
+    emitted_at: float,
+    reference: WindowAccumulator | None = None,
 ) -> dict[str, Any] | None:
     """A rolling view: the merge of a model version's windows in the last ``view_s`` of event time.
 
@@ -98,7 +165,7 @@ def rolling_event(
         "revision": sum(v["rev"] for v in covered),
         "final": False,
         "emitted_at": rfc3339(emitted_at),
-        **summarize(acc, view_s),
+        **summarize(acc, view_s, reference=reference),
     }
 
 
@@ -107,7 +174,12 @@ def rfc3339(ts: float) -> str:
 
 
 def metric_event(
-    value: WindowValue, window_s: float, emitted_at: float, *, final: bool = False
+    value: WindowValue,
+    window_s: float,
+    emitted_at: float,
+    *,
+    final: bool = False,
+    reference: WindowAccumulator | None = None,
 ) -> dict[str, Any] | None:
     """The model-metrics event for a window value (schemas/model-metrics.schema.json).
 
@@ -116,7 +188,7 @@ def metric_event(
     acc = merged(value)
     if acc.is_empty():
         return None
-    body = summarize(acc, window_s)
+    body = summarize(acc, window_s, reference=reference)
     start = value["w"]
     return {
         "model": value["m"],

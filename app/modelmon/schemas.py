@@ -77,7 +77,7 @@ null prediction without an error); null_key: Kafka record without a key (raised 
 """
 
 INPUT_KINDS = ("prediction", "ground-truth")
-OUTPUT_KINDS = ("model-metrics", "alert", "dead-letter", "monitor-health")
+OUTPUT_KINDS = ("model-metrics", "alert", "dead-letter", "monitor-health", "model-feedback")
 DEFAULT_MAX_BYTES = 65536
 MAX_EPOCH_S = 253402300799.0
 """Largest accepted epoch-seconds ``ts`` (9999-12-31T23:59:59Z); larger values are usually milliseconds."""

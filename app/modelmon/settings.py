@@ -57,6 +57,29 @@ def _positive_float(name: str, raw: str) -> float:
     return value
 
 
+def _feedback_mode(name: str, raw: str) -> str:
+    if raw not in ("all", "errors", "off"):
+        raise SettingsError(f"{name}: must be 'all', 'errors' or 'off', got {raw!r}")
+    return raw
+
+
+def _share(name: str, raw: str) -> float:
+    value = _positive_float(name, raw)
+    if value > 1:
+        raise SettingsError(f"{name}: must be a share in (0, 1], got {raw}")
+    return value
+
+
+def _nonneg_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise SettingsError(f"{name}: must be a finite number >= 0, got {raw}")
+    return value
+
+
 def _str(name: str, raw: str) -> str:
     return raw
 
@@ -250,6 +273,41 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "How often changed windows are published to model-metrics.",
     ),
     EnvVar(
+        "MODELMON_HEALTH_INTERVAL_S",
+        "health_interval_s",
+        "10",
+        _positive_float,
+        "How often each worker publishes a health report to monitor-health (resources, lag, table sizes).",
+    ),
+    EnvVar(
+        "MODELMON_REFERENCE_S",
+        "reference_s",
+        "3600",
+        _positive_float,
+        "Event time at the start of each model version whose features are its data-quality reference.",
+    ),
+    EnvVar(
+        "MODELMON_FEEDBACK",
+        "feedback",
+        "all",
+        _feedback_mode,
+        "Joined records on model-feedback: 'all', 'errors' (wrong predictions, failed inferences) or 'off'.",
+    ),
+    EnvVar(
+        "MODELMON_FEEDBACK_SAMPLE",
+        "feedback_sample",
+        "1",
+        _share,
+        "Share of requests (chosen by a hash of the request id) whose joined records go to model-feedback.",
+    ),
+    EnvVar(
+        "MODELMON_FEEDBACK_MIN_ABS_ERROR",
+        "feedback_min_abs_error",
+        "0",
+        _nonneg_float,
+        "With MODELMON_FEEDBACK=errors: a regression record is an error when |prediction - label| > this.",
+    ),
+    EnvVar(
         "MODELMON_ALERT_RULES",
         "alert_rules",
         "",
@@ -335,6 +393,11 @@ class Settings:
     window_s: float = 60.0
     join_horizon_s: float = 86400.0
     emit_interval_s: float = 5.0
+    health_interval_s: float = 10.0
+    reference_s: float = 3600.0
+    feedback: str = "all"
+    feedback_sample: float = 1.0
+    feedback_min_abs_error: float = 0.0
     alert_rules: str = ""
     tick_interval_s: float = 1.0
     idle_advance_s: float = 30.0

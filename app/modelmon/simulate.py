@@ -80,7 +80,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)?$")
 _UNIT_S = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
 _INCIDENT_HELP = (
-    "expected KIND@START+DURATION[:MAGNITUDE][:model=NAME][:feature=NAME], e.g. accuracy_drop@600+300:0.2"
+    "expected KIND@START+DURATION[:MAGNITUDE][:model=NAME][:feature=NAME][:segment=KEY/VALUE], "
+    "e.g. accuracy_drop@600+300:0.2 or accuracy_drop@0+3600:0.3:segment=country/br"
 )
 
 
@@ -94,6 +95,7 @@ class Incident:
     ``model`` None means every model; a name may also be a unique prefix ("fraud" for "fraud-detector"),
     resolved by :func:`generate`. ``magnitude`` None takes the kind's default from :data:`INCIDENT_KINDS`.
     ``feature`` picks the feature of feature_drift/feature_missing (default: the model's first numeric one).
+    ``segment`` ("key/value", accuracy_drop only) limits the incident to requests with that segment tag.
     """
 
     kind: IncidentKind
@@ -102,6 +104,7 @@ class Incident:
     model: str | None = None
     magnitude: float | None = None
     feature: str | None = None
+    segment: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in INCIDENT_KINDS:
@@ -117,6 +120,12 @@ class Incident:
                 raise ValueError(
                     f"incident {what} name {name!r} may only contain letters, digits, '.', '_', '-'"
                 )
+        if self.segment is not None:
+            if self.kind != "accuracy_drop":
+                raise ValueError("a segment applies to accuracy_drop only")
+            key, sep, value = self.segment.partition("/")
+            if not sep or not _NAME_RE.match(key) or not value:
+                raise ValueError(f"incident segment must be KEY/VALUE, e.g. country/br, got {self.segment!r}")
         if self.magnitude is None:
             object.__setattr__(self, "magnitude", INCIDENT_KINDS[self.kind][0])
         m = float(self.magnitude)  # type: ignore[arg-type]
@@ -140,6 +149,8 @@ class Incident:
             text += f":model={self.model}"
         if self.feature is not None:
             text += f":feature={self.feature}"
+        if self.segment is not None:
+            text += f":segment={self.segment}"
         return text
 
 
@@ -153,7 +164,7 @@ def _parse_duration(text: str, what: str, spec: str) -> float:
 
 
 def parse_incident(text: str) -> Incident:
-    """Parse the CLI syntax ``KIND@START+DURATION[:MAGNITUDE][:model=NAME][:feature=NAME]``.
+    """Parse the CLI syntax ``KIND@START+DURATION[:MAGNITUDE][:model=NAME][:feature=NAME][:segment=K/V]``.
 
     START and DURATION are event-time seconds (``90``, ``1.5m``, ``2h``). Raises ValueError with a one-line
     message that names the offending part, so a CLI can print it as is.
@@ -182,8 +193,10 @@ def parse_incident(text: str) -> Incident:
         if "=" in part:
             key, _, value = part.partition("=")
             key, value = key.strip(), value.strip()
-            if key not in ("model", "feature"):
-                raise ValueError(f"incident {spec!r}: unknown option {key!r} (expected model= or feature=)")
+            if key not in ("model", "feature", "segment"):
+                raise ValueError(
+                    f"incident {spec!r}: unknown option {key!r} (expected model=, feature= or segment=)"
+                )
             if key in options:
                 raise ValueError(f"incident {spec!r}: option {key!r} given twice")
             if not value:
@@ -197,7 +210,15 @@ def parse_incident(text: str) -> Incident:
         else:
             raise ValueError(f"incident {spec!r}: unexpected part {part!r} ({_INCIDENT_HELP})")
     try:
-        return Incident(kind, start, duration, options.get("model"), magnitude, options.get("feature"))  # type: ignore[arg-type]
+        return Incident(
+            kind,  # type: ignore[arg-type]
+            start,
+            duration,
+            options.get("model"),
+            magnitude,
+            options.get("feature"),
+            options.get("segment"),
+        )
     except ValueError as exc:
         raise ValueError(f"incident {spec!r}: {exc}") from None
 
@@ -711,6 +732,7 @@ def _generate(cfg: SimConfig, models: list[_Model]) -> Iterator[SimEvent]:
         margin_shift = 0.0
         drift: dict[str, float] | None = None
         missing: dict[str, float] | None = None
+        segment_drops: list[tuple[str, str, float]] | None = None
         if any_incidents and m.incidents:
             thinned = False
             for inc in m.incidents:
@@ -722,7 +744,11 @@ def _generate(cfg: SimConfig, models: list[_Model]) -> Iterator[SimEvent]:
                     if rand() < mag:
                         thinned = True
                 elif kind == "accuracy_drop":
-                    accuracy = max(0.0, accuracy - mag)
+                    if inc.segment is None:
+                        accuracy = max(0.0, accuracy - mag)
+                    else:  # applied once the request's segment is drawn (same random draws as before)
+                        seg_key, _, seg_value = inc.segment.partition("/")
+                        segment_drops = (segment_drops or []) + [(seg_key, seg_value, mag)]
                 elif kind == "latency_spike":
                     latency_mult *= mag
                 elif kind == "score_drift":
@@ -760,6 +786,10 @@ def _generate(cfg: SimConfig, models: list[_Model]) -> Iterator[SimEvent]:
                 if rand() < share:
                     features[name] = None
         segment = {name: values[bisect(cum, rand())] for name, values, cum in segments}
+        if segment_drops is not None:
+            for seg_key, seg_value, mag in segment_drops:
+                if segment.get(seg_key) == seg_value:
+                    accuracy = max(0.0, accuracy - mag)
 
         # -------------------------------------------------------------- outcome, prediction, scores
         failed = error_fraction > 0 and rand() < error_fraction

@@ -181,20 +181,80 @@ def regression_metrics(acc: RegressionAccumulator | None) -> dict[str, Any]:
     }
 
 
-def data_quality(window: WindowAccumulator) -> dict[str, Any] | None:
+def data_quality(
+    window: WindowAccumulator, reference: WindowAccumulator | None = None
+) -> dict[str, Any] | None:
     """Per kept feature: non-null values and missing rate (absent or null); None when no feature was seen.
 
-    ``capped`` is True when feature names beyond the cap (64 smallest names) were not tracked.
+    ``capped`` is True when feature names beyond the cap (64 smallest names) were not tracked. With a
+    ``reference`` (the model version's reference period, see :func:`against_reference`) every feature
+    also gets its reference kind, type-change share and out-of-range share.
     """
     fs = window.features
     if fs is None or not (fs.n or fs.folded):
         return None
     n = window.predictions
+    features: dict[str, dict[str, Any]] = {}
+    for name, c in fs.present.items():
+        features[name] = {"present": c, "missing_rate": _ratio(n - c, n)}
+        if reference is not None:
+            features[name].update(against_reference(window, reference, name))
+    return {"features": features, "capped": fs.folded}
+
+
+def against_reference(window: WindowAccumulator, reference: WindowAccumulator, name: str) -> dict[str, Any]:
+    """How one feature's values compare with the reference's: kind, type changes, out-of-range values.
+
+    ``reference_kind`` is the kind most of the reference's values had ("numeric" or "categorical"; None:
+    the reference never saw the feature). ``type_change_share``: share of the window's non-null values of
+    the other kind (e.g. numbers arriving as strings). ``out_of_range_share``: for a numeric feature, the
+    share of its numeric values in buckets outside the reference's lowest..highest bucket (bucket
+    resolution: about 4.4 %, see ``signed_log_bucket``); for a categorical one, the share of categories
+    the reference never saw (None when the reference folded rare categories, so it cannot tell).
+    """
+    fs, rfs = window.features, reference.features
+    num = fs.numeric.get(name) if fs is not None else None
+    cat = fs.categorical.get(name) if fs is not None else None
+    rnum = rfs.numeric.get(name) if rfs is not None else None
+    rcat = rfs.categorical.get(name) if rfs is not None else None
+    rn = rnum.n if rnum is not None else 0
+    rc = rcat.n if rcat is not None else 0
+    if rn + rc == 0:
+        return {"reference_kind": None, "type_change_share": None, "out_of_range_share": None}
+    wn = num.n if num is not None else 0
+    wc = cat.n if cat is not None else 0
+    kind = "numeric" if rn >= rc else "categorical"
+    other_kind = wc if kind == "numeric" else wn
+    out_share: float | None = None
+    if kind == "numeric" and wn:
+        assert num is not None and rnum is not None
+        keys = rnum.counts().keys()
+        lo, hi = min(keys), max(keys)
+        out_share = sum(c for b, c in num.counts().items() if b < lo or b > hi) / wn
+    elif kind == "categorical" and wc:
+        assert cat is not None and rcat is not None
+        if not rcat.other:
+            seen = rcat.counts()
+            out_share = sum(c for v, c in cat.counts().items() if v not in seen) / wc
     return {
-        "features": {
-            name: {"present": c, "missing_rate": _ratio(n - c, n)} for name, c in fs.present.items()
-        },
-        "capped": fs.folded,
+        "reference_kind": kind,
+        "type_change_share": _ratio(other_kind, wn + wc),
+        "out_of_range_share": out_share,
+    }
+
+
+def payload_summary(window: WindowAccumulator) -> dict[str, Any] | None:
+    """Sizes of the prediction events as received (bytes): p50, p95, max and mean; None when unknown."""
+    h = window.payload
+    if h is None or not h.n:
+        return None
+    p50, p95 = h.quantiles((0.5, 0.95))
+    return {
+        "n": h.n,
+        "p50_bytes": _num(p50),
+        "p95_bytes": _num(p95),
+        "max_bytes": _num(h.max),
+        "mean_bytes": _num(h.mean),
     }
 
 
@@ -278,7 +338,12 @@ def prediction_distribution(window: WindowAccumulator) -> tuple[dict, bool] | No
     return dist.counts(), ordered
 
 
-def summarize(window: WindowAccumulator, window_size_s: float, top_n: int | None = 20) -> dict[str, Any]:
+def summarize(
+    window: WindowAccumulator,
+    window_size_s: float,
+    top_n: int | None = 20,
+    reference: WindowAccumulator | None = None,
+) -> dict[str, Any]:
     """The metric-event body sections of one (possibly merged) window accumulator.
 
     ``rate_per_s`` is predictions / ``window_size_s`` (the nominal window length, not the time spanned by
@@ -289,8 +354,12 @@ def summarize(window: WindowAccumulator, window_size_s: float, top_n: int | None
     dead-lettered by the plumbing); ``counters.rejected_by_reason`` the values the accumulator itself
     could not use (``rejected:<reason>``). Every name of ``KNOWN_COUNTERS`` is present (0 by default).
     ``data_quality`` (:func:`data_quality`) and ``scores`` (:func:`score_summary`) are None when the
-    window saw no features, respectively no scored classification prediction.
+    window saw no features, respectively no scored classification prediction. ``payload`` summarises the
+    event sizes, ``segments`` and ``error_analysis`` come from :mod:`modelmon.error_analysis` (None without
+    segment tags or labels); ``reference`` feeds the data-quality comparison (:func:`against_reference`).
     """
+    from .error_analysis import error_analysis, segment_table
+
     if not (window_size_s > 0 and math.isfinite(window_size_s)):
         raise ValueError(f"window_size_s must be positive and finite, got {window_size_s!r}")
     w = window
@@ -333,8 +402,11 @@ def summarize(window: WindowAccumulator, window_size_s: float, top_n: int | None
         "regression": regression_metrics(reg) if reg is not None and reg.n else None,
         "latency": latency,
         "counters": counters,
-        "data_quality": data_quality(w),
+        "data_quality": data_quality(w, reference),
         "scores": score_summary(w),
+        "payload": payload_summary(w),
+        "segments": segment_table(w),
+        "error_analysis": error_analysis(w),
     }
 
 

@@ -32,12 +32,14 @@ from . import join, rollup
 from .aggregate import WindowAccumulator
 from .alerts.rules import RulesError, RuleSet, load_rules
 from .changelog import ChangelogError, ChangelogWriter
+from .feedback import FeedbackPolicy, feedback_record
 from .partition import META_KEY_PREFIX, PartitionState, meta_record_key
 from .schemas import InvalidEvent, decode_ground_truth, decode_prediction
 from .settings import Settings
 from .topics import topic_name
 from .web.api import Api
 from .web.prometheus import SeriesCounters
+from .worker_health import WorkerHealth
 
 log = logging.getLogger("modelmon.worker")
 
@@ -138,6 +140,10 @@ class Worker:
         self.metrics_topic = app.topic(topic_name(settings, "model-metrics"), **raw)
         self.dead_letter = app.topic(topic_name(settings, "dead-letter"), **raw)
         self.alerts_topic = app.topic(topic_name(settings, "alerts"), **raw)
+        self.feedback_topic = app.topic(topic_name(settings, "model-feedback"), **raw)
+        self.feedback = FeedbackPolicy(
+            settings.feedback, settings.feedback_sample, settings.feedback_min_abs_error
+        )
         self.joins = app.Table(
             "join", partitions=input_partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS
         )
@@ -178,6 +184,9 @@ class Worker:
         # (model, version) -> the rolling-view events last published (what the API serves as "views")
         self.latest_views: dict[tuple[str, str | None], dict[str, dict[str, Any] | None]] = {}
         self.series_counters = SeriesCounters()  # cumulative counters and histograms for /metrics
+        # (model, version) -> data-quality reference record (rollup.new_reference), and decoded frozen ones
+        self.references: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self._reference_accs: dict[tuple[str, str | None], WindowAccumulator] = {}
         self.api = Api(self)
         self.api.install(self.app.web.web_app)
 
@@ -188,6 +197,9 @@ class Worker:
         app.timer(5.0)(self.watch_recovery)
         app.timer(10.0)(self.log_progress)
         app.timer(5.0)(self.reload_rules)
+        self.health = WorkerHealth(self)  # monitor-health reports (worker_health.py); the API serves the last
+        app.timer(settings.health_interval_s)(self.health.publish)
+        app.task(self.health.loop_lag.run)
         self._recovery_progress: tuple[float, int] | None = None
         self.changelog: ChangelogWriter | None = None
         app.task(self._install_commit_barrier)
@@ -457,7 +469,15 @@ class Worker:
         before = self._get(msg.key)
         if is_pred:
             outcome = join.apply_prediction(
-                before, parsed, ts, msg.offset, msg.partition, self.s.window_s, self.s.join_horizon_s
+                before,
+                parsed,
+                ts,
+                msg.offset,
+                msg.partition,
+                self.s.window_s,
+                self.s.join_horizon_s,
+                payload_bytes=len(msg.value),
+                keep_features=self.feedback.sampled(msg.key),
             )
         else:
             outcome = join.apply_label(before, parsed, ts, msg.offset, msg.partition, self.s.join_horizon_s)
@@ -478,6 +498,15 @@ class Worker:
             return
         state.apply_change(msg.key, before, outcome.entry)
         self._put(self.joins, msg.key, orjson.dumps(outcome.entry), msg.partition)
+        if outcome.verdict == "joined" and self.feedback.sampled(msg.key):
+            await self.send_feedback(parsed.request_id, outcome.entry)
+
+    async def send_feedback(self, request_id: str, entry: dict) -> None:
+        """Publish a joined record to model-feedback (key = model) when the feedback policy keeps it."""
+        record = feedback_record(request_id, entry, time.time())
+        if self.feedback.keeps(record):
+            await self.feedback_topic.send(key=entry["m"].encode(), value=orjson.dumps(record))
+            self.counts["feedback:published"] += 1
 
     def _get(self, key: bytes) -> dict | None:
         raw = self.joins.data.get(key)
@@ -579,9 +608,15 @@ class Worker:
         self.window_rev = {}
         self.series = defaultdict(dict)
         self.latest_views = {}
+        self.references = {}
+        self._reference_accs = {}
         for key, raw in self.windows.items():
             value = orjson.loads(raw)
             q = value.get("q")
+            if key.startswith(rollup.REF_PREFIX):
+                if q in owned:
+                    self.references[(value["m"], value["v"])] = value
+                continue
             if q in owned:
                 self.window_index[q][key] = (value["w"], value["fin"])
                 self.window_rev[key] = value["rev"]
@@ -633,12 +668,73 @@ class Worker:
         self.series_q[(updated["m"], updated["v"])] = q
         self.series_updated[(updated["m"], updated["v"])] = time.time()
         self.dirty_windows.add(key)
+        ref = self.references.get((updated["m"], updated["v"]))
+        if ref is None:
+            ref = rollup.new_reference(updated["m"], updated["v"], updated["w"], self.s.reference_s)
+            self._put_reference(ref, q)
+        elif rollup.extend_reference(ref, updated["w"]):
+            self._put_reference(ref, q)
+
+    # -- data-quality reference -----------------------------------------------------------------------
+
+    def _put_reference(self, ref: dict[str, Any], q: int) -> None:
+        ref["q"] = q
+        self.references[(ref["m"], ref["v"])] = ref
+        self._reference_accs.pop((ref["m"], ref["v"]), None)
+        self._put(self.windows, rollup.reference_key(ref["m"], ref["v"]), orjson.dumps(ref), q)
+
+    def reference_acc(
+        self, model: str, version: str | None, window: float | None
+    ) -> WindowAccumulator | None:
+        """The frozen reference a window (None: a rolling view) of the series is compared with, if any."""
+        ref = self.references.get((model, version))
+        if not rollup.reference_applies(ref, window):
+            return None
+        acc = self._reference_accs.get((model, version))
+        if acc is None:
+            assert ref is not None
+            acc = WindowAccumulator.from_dict(ref["acc"]) if ref["acc"] else WindowAccumulator()
+            self._reference_accs[(model, version)] = acc
+        return acc
+
+    def _freeze_references(self, q: int, low: float) -> None:
+        """Freeze every open reference of partition q that every input partition's event time has passed.
+
+        It holds the features of its finalized windows already; those still open are added as they are
+        now (see :func:`rollup.reference_due` for when that is). The series' later windows get a new
+        revision, since their data-quality section now compares with the reference.
+        """
+        for series, ref in list(self.references.items()):
+            if ref.get("q") != q or not rollup.reference_due(ref, low, self.s.join_horizon_s):
+                continue
+            windows = self.series.get(series, {})
+            for key, w in sorted(windows.items(), key=lambda kv: kv[1]):
+                raw = self.windows.data.get(key)
+                if raw is None or not ref["from"] <= w < ref["to"]:
+                    continue
+                value = orjson.loads(raw)
+                if not value["fin"]:
+                    rollup.fold_reference(ref, w, rollup.merged(value))
+            ref["frozen"] = True
+            self._put_reference(ref, q)
+            for key, w in windows.items():
+                raw = self.windows.data.get(key) if w >= ref["to"] else None
+                if raw is None:
+                    continue
+                value = orjson.loads(raw)
+                if value["fin"]:
+                    continue
+                value["rev"] += 1
+                self._put(self.windows, key, orjson.dumps(value), q)
+                self.window_rev[key] = value["rev"]
+                self.dirty_windows.add(key)
 
     async def finalize_due(self, q: int, partitions: int) -> None:
         wms = self.watermarks[q]
         if len(wms) < partitions:
             return  # not every input partition has reported yet
         low = min(wms.values())
+        self._freeze_references(q, low)
         span = self.s.window_s + self.s.join_horizon_s
         index = self.window_index[q]
         for key, (window, fin) in sorted(index.items(), key=lambda kv: kv[1][0]):
@@ -658,7 +754,17 @@ class Worker:
                 self.window_rev.pop(key, None)
                 continue
             value = orjson.loads(raw)
-            metric = rollup.metric_event(value, self.s.window_s, time.time(), final=True)
+            series = (value["m"], value["v"])
+            ref = self.references.get(series)
+            if ref is not None and rollup.fold_reference(ref, window, rollup.merged(value)):
+                self._put_reference(ref, q)
+            metric = rollup.metric_event(
+                value,
+                self.s.window_s,
+                time.time(),
+                final=True,
+                reference=self.reference_acc(value["m"], value["v"], window),
+            )
             if metric is not None:
                 await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
             tomb = rollup.finalize(value)
@@ -847,7 +953,8 @@ class Worker:
             changed_series.add((value["m"], value["v"]))
             if value["fin"]:
                 continue
-            metric = rollup.metric_event(value, self.s.window_s, now)
+            reference = self.reference_acc(value["m"], value["v"], value["w"])
+            metric = rollup.metric_event(value, self.s.window_s, now, reference=reference)
             if metric is not None:
                 await self.metrics_topic.send(key=value["m"].encode(), value=orjson.dumps(metric))
         for series_key in sorted(changed_series, key=lambda k: (k[0], k[1] or "")):
@@ -868,8 +975,9 @@ class Worker:
             raw = self.windows.data.get(key) if window + longest > newest else None
             if raw is not None:
                 values.append(orjson.loads(raw))
+        reference = self.reference_acc(*series_key, None)
         return {
-            view: rollup.rolling_event(values, view, view_s, self.s.window_s, now)
+            view: rollup.rolling_event(values, view, view_s, self.s.window_s, now, reference)
             for view, view_s in rollup.ROLLING_VIEWS
         }
 

@@ -47,6 +47,7 @@ CLASSES = ["a", "b", "c"]
 UNKNOWN = "__unknown__"
 LATE_WINDOW = 4.0  # offset from the stream's base of the window whose requests get past-horizon labels
 CLOSER_MODEL = "closer"
+REGIONS = ["eu", "us", "apac"]
 
 
 def stream_settings(settings: Settings, **extra: Any) -> Settings:
@@ -79,6 +80,7 @@ class Stream:
 def make_stream(seed: int, n: int = 1200) -> Stream:
     rng = random.Random(seed)
     frng = random.Random(seed + 10_000)  # features only, so the rest of the stream is as before
+    srng = random.Random(seed + 20_000)  # segment tags only
     base = math.ceil(time.time() / WINDOW) * WINDOW + WINDOW  # a window boundary (see LATE_WINDOW)
     st = Stream(base)
     preds, labels, early = [], [], []
@@ -120,6 +122,8 @@ def make_stream(seed: int, n: int = 1200) -> Stream:
             if model == "reg" and frng.random() < 0.5:
                 feats["sqft"] = frng.randint(20, 300)
             p["features"] = feats
+        if srng.random() < 0.85:
+            p["segment"] = {"region": srng.choice(REGIONS), "plan": srng.choice(["free", "pro", "team"])}
         preds.append(("p", p))
         if rng.random() < 0.03:
             preds.append(("p", dict(p)))  # duplicate prediction
@@ -279,6 +283,7 @@ def oracle(settings: Settings, stream: Stream) -> tuple[dict, set]:
     pred_topic = topic_name(settings, "predictions")
     ordered = sorted(records, key=lambda r: (r.topic != pred_topic, r.partition, r.offset))
     first_pred: dict[str, tuple[dict, float]] = {}
+    sizes: dict[str, int] = {}
     labels_by_rid: dict[str, list[tuple[dict, float]]] = defaultdict(list)
     dups: dict[str, int] = defaultdict(int)
     dead: set = set()
@@ -300,6 +305,7 @@ def oracle(settings: Settings, stream: Stream) -> tuple[dict, set]:
                 dups[rid] += 1
             else:
                 first_pred[rid] = (body, body.get("ts", rec.timestamp))
+                sizes[rid] = len(rec.value)
         elif rid in first_pred and body["ts"] - first_pred[rid][1] > HORIZON:
             late[rid] += 1  # refused by event time: counted as a late label, the prediction stays unmatched
         else:
@@ -315,6 +321,7 @@ def oracle(settings: Settings, stream: Stream) -> tuple[dict, set]:
         key = (p["model"], p.get("model_version"), window_of(pt))
         w = win(key)
         w["predictions"].append(p)
+        w["sizes"].append(sizes[rid])
         labs = labels_by_rid.get(rid, [])
         w["counters"]["duplicates"] += dups.get(rid, 0)
         w["counters"]["late_labels"] += late.get(rid, 0)
@@ -322,6 +329,7 @@ def oracle(settings: Settings, stream: Stream) -> tuple[dict, set]:
             w["counters"]["unmatched_predictions"] += 1
             continue
         first, lt = labs[0]
+        w["feedback"].append((rid, p, pt, first["label"], lt))
         for other, _ in labs[1:]:
             w["counters"]["duplicates" if other["label"] == first["label"] else "relabels"] += 1
         if p["prediction"] is not None:
@@ -667,6 +675,7 @@ def check_window(key: tuple, facts: dict, event: dict) -> list[str]:
         probs = np.array([[p["scores"][cl] for cl in CLASSES] for p, _, _ in outcomes])
         eq("log_loss", c["log_loss"], float(log_loss(y_true, probs, labels=CLASSES)))
         eq("brier", c["brier"], float(brier_score_loss(y_true, probs, labels=CLASSES, scale_by_half=False)))
+    errs += _check_payload_and_segments(key, facts, event)
     if key[0] == "reg" and outcomes:
         y = np.array([float(lab) for _, lab, _ in outcomes])
         yhat = np.array([float(p["prediction"]) for p, _, _ in outcomes])
@@ -678,6 +687,107 @@ def check_window(key: tuple, facts: dict, event: dict) -> list[str]:
         want_mape = float(np.mean(np.abs(yhat[nz] - y[nz]) / np.abs(y[nz]))) if nz.any() else None
         eq("mape", r["mape"], want_mape)
     return errs
+
+
+def _check_payload_and_segments(key: tuple, facts: dict, event: dict) -> list[str]:
+    """Payload sizes, per-segment slices and confused class pairs against counts of the sent events."""
+    errs: list[str] = []
+    preds = facts.get("predictions", [])
+    outcomes = facts.get("outcomes", [])
+    sizes = facts.get("sizes", [])
+    pay = event.get("payload")
+    if sizes:
+        want = {"n": len(sizes), "max_bytes": float(max(sizes)), "mean_bytes": float(np.mean(sizes))}
+        got = {k: pay and pay[k] for k in want}
+        if got["n"] != want["n"] or not all(_close(got[k], want[k]) for k in ("max_bytes", "mean_bytes")):
+            errs.append(f"{key} payload: got {got}, want {want}")
+    elif pay is not None:
+        errs.append(f"{key} payload: got {pay}, want None")
+    tagged = [p for p in preds if p.get("segment")]
+    segs = event.get("segments")
+    if not tagged:
+        if segs is not None:
+            errs.append(f"{key} segments: got {segs}, want None")
+        return errs
+    for seg_key in ("region", "plan"):
+        values = {v["value"]: v for v in segs["keys"][seg_key]["values"]}
+        want_values = sorted({p["segment"][seg_key] for p in tagged})
+        if sorted(values) != want_values:
+            errs.append(f"{key} segments.{seg_key}: values {sorted(values)}, want {want_values}")
+            continue
+        for value in want_values:
+            in_slice = [p for p in tagged if p["segment"][seg_key] == value]
+            labelled = [(p, lab) for p, lab, _ in outcomes if (p.get("segment") or {}).get(seg_key) == value]
+            got = values[value]
+            want_row = {
+                "predictions": len(in_slice),
+                "errors": sum(1 for p in in_slice if p.get("error")),
+                "labelled": len(labelled),
+            }
+            if {k: got[k] for k in want_row} != want_row:
+                errs.append(f"{key} segments.{seg_key}={value}: got {got}, want {want_row}")
+            if key[0] == "clf" and labelled:
+                acc = float(np.mean([str(p["prediction"]) == str(lab) for p, lab in labelled]))
+                if not _close(got["accuracy"], acc):
+                    errs.append(f"{key} segments.{seg_key}={value}: accuracy {got['accuracy']}, want {acc}")
+            if key[0] == "reg" and labelled:
+                mae = float(np.mean([abs(float(p["prediction"]) - float(lab)) for p, lab in labelled]))
+                if not _close(got["mae"], mae):
+                    errs.append(f"{key} segments.{seg_key}={value}: mae {got['mae']}, want {mae}")
+    if key[0] == "clf" and outcomes:
+        mistakes: dict[tuple, int] = defaultdict(int)
+        for p, lab, _ in outcomes:
+            if str(p["prediction"]) != str(lab):
+                mistakes[(str(lab), str(p["prediction"]))] += 1
+        want_pairs = sorted(mistakes.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        got_pairs = [
+            ((c["true"], c["predicted"]), c["count"]) for c in event["error_analysis"]["confused_pairs"]
+        ]
+        if got_pairs != want_pairs:
+            errs.append(f"{key} confused_pairs: got {got_pairs}, want {want_pairs}")
+    return errs
+
+
+def expected_feedback(expected: dict) -> list[tuple]:
+    """The joined records the oracle expects on model-feedback, as comparable tuples (see feedback_key)."""
+    out = []
+    for facts in expected.values():
+        for rid, p, pt, label, lt in facts.get("feedback", []):
+            failed = p.get("error") is not None
+            task = p.get("task") or "classification"
+            correct = None if failed or task == "regression" else str(p["prediction"]) == str(label)
+            abs_error = None
+            if task == "regression" and not failed:
+                abs_error = round(abs(float(p["prediction"]) - float(label)), 9)
+            out.append(
+                (
+                    rid,
+                    p["model"],
+                    p.get("model_version"),
+                    float(label) if task == "regression" else label,
+                    correct,
+                    abs_error,
+                    failed,
+                    round(lt - pt, 4),
+                    orjson.dumps(p.get("features"), option=orjson.OPT_SORT_KEYS),
+                    orjson.dumps(p.get("segment"), option=orjson.OPT_SORT_KEYS),
+                    orjson.dumps(p.get("scores"), option=orjson.OPT_SORT_KEYS),
+                )
+            )
+    return sorted(out, key=repr)
+
+
+def feedback_key(rec: dict) -> tuple:
+    """A model-feedback record as the tuple :func:`expected_feedback` builds."""
+    label = rec["label"]
+    return (
+        rec["request_id"], rec["model"], rec["model_version"],
+        float(label) if rec["task"] == "regression" else label, rec["correct"],
+        None if rec["abs_error"] is None else round(rec["abs_error"], 9), rec["inference_error"],
+        round(rec["label_delay_s"], 4), orjson.dumps(rec.get("features"), option=orjson.OPT_SORT_KEYS),
+        orjson.dumps(rec.get("segment"), option=orjson.OPT_SORT_KEYS),
+        orjson.dumps(rec.get("scores"), option=orjson.OPT_SORT_KEYS),
+    )  # fmt: skip
 
 
 def read_topic(settings: Settings, kind: str, timeout_s: float = 30.0) -> list[dict]:

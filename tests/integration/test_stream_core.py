@@ -22,9 +22,12 @@ from .streamcheck import (
     closers,
     collect_dead_letters,
     collect_finals,
+    expected_feedback,
+    feedback_key,
     make_stream,
     oracle,
     produce,
+    read_topic,
     stream_settings,
     wait_for_lag_zero,
 )
@@ -32,7 +35,11 @@ from .streamcheck import (
 pytestmark = pytest.mark.integration
 
 
-def _verify(settings, stream, workers) -> None:
+def _verify(settings, stream, workers, *, crashed: bool = False) -> None:
+    """Final metric events, rolling views, dead letters and feedback records against the oracle.
+
+    ``crashed``: a worker was killed, so feedback records may repeat (at least once); the watchdog's
+    restarts (see watch_recovery) count as crashes too."""
     expected, dead = oracle(settings, stream)
     finals, rolling = collect_finals(settings, set(expected))
     logs = "\n".join(w.log_tail() for w in workers)
@@ -61,6 +68,23 @@ def _verify(settings, stream, workers) -> None:
     ]
     assert len(got) == len(set(got)), "a dead letter was written twice"
     assert set(got) == dead
+    restarted = any("restarting" in w.log_tail(100_000) for w in workers)
+    _verify_feedback(settings, expected, crashed or restarted)
+
+
+def _verify_feedback(settings, expected, crashed: bool) -> None:
+    """model-feedback holds exactly the oracle's joined records: once each, or at least once after a crash."""
+    want = expected_feedback(expected)
+    records = [r for r in read_topic(settings, "model-feedback") if r["model"] != CLOSER_MODEL]
+    for record in records[:50]:
+        validate_output("model-feedback", record)
+    got = sorted((feedback_key(r) for r in records), key=repr)
+    if crashed:  # at least once: a record sent just before a kill -9 is sent again by the replay
+        got = sorted(set(got), key=repr)
+    missing = [k for k in want if k not in set(got)]
+    extra = [k for k in got if k not in set(want)]
+    assert not missing and not extra, f"feedback differs: missing {missing[:3]}, extra {extra[:3]}"
+    assert got == want
 
 
 def _run(settings, stream, workers, *, kill_at=None, restart=None):
@@ -116,11 +140,11 @@ def test_two_workers_match_the_oracle_and_survive_kill9(stream_env):
     settings, workers = _start(stream_env, 2)
     stream = make_stream(seed=2)
     _run(settings, stream, workers, kill_at=4.0)
-    _verify(settings, stream, workers)
+    _verify(settings, stream, workers, crashed=True)
 
 
 def test_single_worker_kill9_and_restart_on_rocksdb(stream_env):
     settings, workers = _start(stream_env, 1, store="rocksdb")
     stream = make_stream(seed=3)
     _run(settings, stream, workers, kill_at=6.0, restart=workers[0])
-    _verify(settings, stream, workers)
+    _verify(settings, stream, workers, crashed=True)

@@ -623,7 +623,7 @@ def test_pred_effect_carries_what_the_fold_needs_and_old_entries_still_load():
     entry = join.apply_prediction(None, p, p.ts, 0, 0, WINDOW, HORIZON).entry
     assert entry["f"] == {"x": signed_log_bucket(1.5), "c": "k"}
     effect = join.effects(entry, WINDOW)[("pred", "m", "1", 960.0)]
-    assert effect == (4.0, False, entry["f"], "classification", "a", {"a": 0.7, "b": 0.3})
+    assert effect == (4.0, False, entry["f"], "classification", "a", {"a": 0.7, "b": 0.3}, None, None)
     # an entry written before features were bucketed (no "f") folds without features
     old = {k: v for k, v in entry.items() if k != "f"}
     state = PartitionState(0, WINDOW, HORIZON, epoch=1)

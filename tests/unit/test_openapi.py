@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 OPENAPI = SCHEMAS / "openapi.json"
 EXAMPLES = SCHEMAS / "examples"
-BUNDLED = {"MetricEvent": "model-metrics", "AlertEvent": "alert"}
+BUNDLED = {"MetricEvent": "model-metrics", "AlertEvent": "alert", "HealthEvent": "monitor-health"}
 DOC_URI = "urn:modelmon:openapi"
 ERROR_CODES = {
     "bad_parameter",

@@ -4,6 +4,7 @@ use metric names modelmon exposes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,7 +15,13 @@ import pytest
 import yaml
 
 from modelmon.aggregate import WindowAccumulator
-from modelmon.web.prometheus import SeriesCounters, alert_families, view_families, worker_families
+from modelmon.web.prometheus import (
+    SeriesCounters,
+    alert_families,
+    health_families,
+    view_families,
+    worker_families,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "prometheus"
@@ -61,6 +68,10 @@ def test_every_alert_has_a_unit_test():
     assert names == fired
 
 
+# A health report with every figure set (schemas/examples/monitor-health/valid/full.json).
+_HEALTH_REPORT = json.loads((ROOT / "schemas/examples/monitor-health/valid/full.json").read_text())
+
+
 def _exposed_names() -> set[str]:
     w = WindowAccumulator()
     w.add_prediction(1.0, False, task="classification", prediction="a")
@@ -80,6 +91,9 @@ def _exposed_names() -> set[str]:
         + alert_families([{"rule": "r", "model": "m", "severity": "info", "state": "firing"}])
         + worker_families(
             "w", True, {"joined": 1}, {"rss_bytes": 1, "cpu_seconds": 1, "open_fds": 1, "threads": 1}
+        )
+        + health_families(
+            _HEALTH_REPORT, {"interval_s": 10.0, "published": 1, "failed": 0, "published_at": 1.0}
         )
     )
     return {s[0] for f in fams for s in f.samples}

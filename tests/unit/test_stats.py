@@ -287,8 +287,13 @@ def test_summarize_sections_and_values():
         "counters",
         "data_quality",
         "scores",
+        "payload",
+        "segments",
+        "error_analysis",
     }
     assert s["data_quality"] is None and s["scores"] is None  # no features or scores given to add_prediction
+    assert s["payload"] is None and s["segments"] is None  # nor sizes or segment tags
+    assert s["error_analysis"]["worst_slices"] is None and len(s["error_analysis"]["confused_pairs"]) == 2
     assert s["traffic"] == {
         "predictions": 501,
         "rate_per_s": 501 / 60.0,

@@ -1,13 +1,15 @@
 """Prometheus text exposition (format 0.0.4) of modelmon's metrics (pure: no Kafka, no Faust, no aiohttp).
 
-Four sources feed ``GET /metrics``; each becomes a list of :class:`MetricFamily`, and :func:`exposition`
+Five sources feed ``GET /metrics``; each becomes a list of :class:`MetricFamily`, and :func:`exposition`
 renders any mix of them:
 
 * :class:`SeriesCounters` — cumulative counters and histograms per (model, model_version) owned by this
   worker, fed by stage 2 with the window snapshots it applies (:meth:`SeriesCounters.observe`);
 * :func:`view_families` — gauges of the rolling views ("5m", "1h", "24h" metric events);
 * :func:`alert_families` — ``modelmon_alerts_firing`` for the open firing alerts;
-* :func:`worker_families` — readiness, event outcome counters and process gauges of the worker.
+* :func:`worker_families` — readiness, event outcome counters and process gauges of the worker;
+* :func:`health_families` — the worker's latest health report (event-loop lag, consumer lag, host,
+  table sizes) and counters of its publication.
 
 Naming: one prefix ``modelmon_``, base units (seconds, bytes, ratios in [0, 1]), ``_total`` only on
 counters. Labels are ``model``, ``model_version`` (an absent version is ``""``) and bounded ones only
@@ -42,6 +44,7 @@ __all__ = [
     "SeriesCounters",
     "alert_families",
     "exposition",
+    "health_families",
     "view_families",
     "worker_families",
 ]
@@ -612,4 +615,181 @@ def worker_families(
         v = process.get(key)
         if v is not None and not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v):
             fams.append(MetricFamily(name, type_, help_, [(name, {}, v)]))
+    return fams
+
+
+# ---------------------------------------------------------------------------------------------- health
+def _num(value: Any, scale: float | None = None) -> float | int | None:
+    """A finite number (times ``scale``), or None for null, booleans and non-numbers."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if scale is not None:
+        value = value * scale
+    return value if math.isfinite(value) else None
+
+
+_HEALTH_GAUGES: tuple[tuple[str, str, str, str, float | None], ...] = (
+    # (name, help, report section, field, scale)
+    (
+        "modelmon_event_loop_lag_seconds",
+        "Event-loop lag: how late the last probe woke up.",
+        "event_loop",
+        "lag_s",
+        None,
+    ),
+    (
+        "modelmon_event_loop_lag_max_seconds",
+        "Largest event-loop lag over the last health report period.",
+        "event_loop",
+        "lag_max_s",
+        None,
+    ),
+    (
+        "modelmon_event_loop_lag_mean_seconds",
+        "Mean event-loop lag over the last health report period.",
+        "event_loop",
+        "lag_mean_s",
+        None,
+    ),
+    ("modelmon_host_cpus", "Logical CPUs of the host.", "host", "cpu_count", None),
+    (
+        "modelmon_host_cpu_utilization_ratio",
+        "Whole-host CPU use over the last health report period (0..1).",
+        "host",
+        "cpu_percent",
+        0.01,
+    ),
+    (
+        "modelmon_host_memory_utilization_ratio",
+        "Used share of the host's memory (0..1).",
+        "host",
+        "memory_percent",
+        0.01,
+    ),
+    (
+        "modelmon_host_memory_available_bytes",
+        "Memory available to new processes on the host.",
+        "host",
+        "memory_available_bytes",
+        None,
+    ),
+    ("modelmon_host_memory_total_bytes", "Total memory of the host.", "host", "memory_total_bytes", None),
+    ("modelmon_host_load1", "1-minute load average of the host.", "host", "load_1m", None),
+    (
+        "modelmon_pending_joins",
+        "Join entries waiting for their other side (stage 1).",
+        "tables",
+        "pending_joins",
+        None,
+    ),
+    (
+        "modelmon_final_windows",
+        "Stage-2 windows already published as final, kept one more horizon against replays.",
+        "tables",
+        "stage2_final_windows",
+        None,
+    ),
+    ("modelmon_alert_states", "Alert states (rule, model, version) held.", "tables", "alert_states", None),
+)
+_HEALTH_COUNTERS = (
+    (
+        "modelmon_host_network_receive_bytes_total",
+        "Bytes received by the host since boot, every interface (psutil).",
+        "received_bytes",
+    ),
+    (
+        "modelmon_host_network_transmit_bytes_total",
+        "Bytes sent by the host since boot, every interface (psutil).",
+        "sent_bytes",
+    ),
+)
+_LAG_GAUGES = (
+    (
+        "modelmon_consumer_lag",
+        "Records of a consumed partition not processed yet: end offset - position (messages).",
+        "lag",
+    ),
+    (
+        "modelmon_consumer_input_rate_per_second",
+        "Records written to a consumed partition per second (end offset growth over the report period).",
+        "input_rate_per_s",
+    ),
+    (
+        "modelmon_consumer_processing_rate_per_second",
+        "Records of a partition processed per second (position growth over the report period).",
+        "processing_rate_per_s",
+    ),
+)
+
+
+def health_families(report: Mapping[str, Any] | None, publisher: Mapping[str, Any]) -> list[MetricFamily]:
+    """Gauges of the latest health report (schemas/monitor-health.schema.json; None before the first)
+    and counters of its publication.
+
+    ``publisher`` keys: ``interval_s`` (``modelmon_health_interval_seconds``), ``published`` and
+    ``failed`` (``modelmon_health_reports_total``, ``modelmon_health_report_failures_total``),
+    ``published_at`` (unix seconds, ``modelmon_health_last_report_timestamp_seconds``). From the report:
+    event-loop lag (``modelmon_event_loop_lag_seconds``, ``_max_seconds``, ``_mean_seconds``), per consumed
+    partition (labels ``topic``, ``partition``: bounded by the partition counts)
+    ``modelmon_consumer_lag``, ``modelmon_consumer_input_rate_per_second``,
+    ``modelmon_consumer_processing_rate_per_second``; the host (``modelmon_host_cpus``,
+    ``modelmon_host_cpu_utilization_ratio``, ``modelmon_host_memory_utilization_ratio``,
+    ``modelmon_host_memory_available_bytes``, ``modelmon_host_memory_total_bytes``, ``modelmon_host_load1``,
+    and the counters ``modelmon_host_network_receive_bytes_total`` / ``_transmit_bytes_total``); table
+    sizes (``modelmon_pending_joins``, ``modelmon_open_windows{stage="1"|"2"}``, ``modelmon_final_windows``,
+    ``modelmon_alert_states``). Percentages become ratios in [0, 1]; null figures give no sample.
+    """
+    fams = [
+        MetricFamily(
+            "modelmon_health_interval_seconds",
+            "gauge",
+            "How often the worker publishes a health report to monitor-health.",
+            [("modelmon_health_interval_seconds", {}, _num(publisher.get("interval_s")))],
+        ),
+        MetricFamily(
+            "modelmon_health_reports_total",
+            "counter",
+            "Health reports the broker acknowledged on monitor-health.",
+            [("modelmon_health_reports_total", {}, _num(publisher.get("published")))],
+        ),
+        MetricFamily(
+            "modelmon_health_report_failures_total",
+            "counter",
+            "Health reports that could not be published.",
+            [("modelmon_health_report_failures_total", {}, _num(publisher.get("failed")))],
+        ),
+        MetricFamily(
+            "modelmon_health_last_report_timestamp_seconds",
+            "gauge",
+            "Unix time the broker acknowledged the last health report.",
+            [("modelmon_health_last_report_timestamp_seconds", {}, _num(publisher.get("published_at")))],
+        ),
+    ]
+    if not report:
+        return fams
+    for name, help_, section, key, scale in _HEALTH_GAUGES:
+        value = _num((report.get(section) or _EMPTY).get(key), scale)
+        fams.append(MetricFamily(name, "gauge", help_, [(name, {}, value)]))
+    network = report.get("network") or _EMPTY
+    for name, help_, key in _HEALTH_COUNTERS:
+        fams.append(MetricFamily(name, "counter", help_, [(name, {}, _num(network.get(key)))]))
+    tables = report.get("tables") or _EMPTY
+    fams.append(
+        MetricFamily(
+            "modelmon_open_windows",
+            "gauge",
+            "Open windows: stage 1 accumulators (per model version and input partition), stage 2 windows.",
+            [
+                ("modelmon_open_windows", {"stage": "1"}, _num(tables.get("stage1_open_windows"))),
+                ("modelmon_open_windows", {"stage": "2"}, _num(tables.get("stage2_open_windows"))),
+            ],
+        )
+    )
+    rows = (report.get("consumer_lag") or _EMPTY).get("partitions") or ()
+    for name, help_, key in _LAG_GAUGES:
+        fam = MetricFamily(name, "gauge", help_)
+        for row in rows:
+            labels = {"topic": str(row["topic"]), "partition": str(row["partition"])}
+            fam.samples.append((name, labels, _num(row.get(key))))
+        fams.append(fam)
     return fams

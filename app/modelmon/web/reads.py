@@ -126,7 +126,8 @@ class StageReads:
         if cache_key in self._events:
             self._events.move_to_end(cache_key)
             return self._events[cache_key]
-        event = views.window_event(value, self.s.window_s, now)
+        reference = self.w.reference_acc(value["m"], value["v"], value["w"])
+        event = views.window_event(value, self.s.window_s, now, reference)
         self._events[cache_key] = event
         if len(self._events) > EVENT_CACHE_SIZE:
             self._events.popitem(last=False)
@@ -234,10 +235,12 @@ class StageReads:
             families += prometheus.view_families({s: w.rolling_views(s) for s in self._series()})
             families += prometheus.alert_families(self.alerts())
         families += prometheus.worker_families(self.s.worker_id, ready, dict(w.counts), process)
+        families += prometheus.health_families(w.health.latest, w.health.publisher_state())
         return prometheus.exposition(families)
 
     def health(self) -> dict[str, Any]:
-        """This worker: process resources, partitions, table sizes, verdict counters, the group's workers."""
+        """This worker: process resources, partitions, table sizes, verdict counters, the group's workers,
+        and its latest health report."""
         stats = self._process_stats()
         process = {
             "cpu_percent": self._process.cpu_percent(None),  # since the previous health request
@@ -264,4 +267,5 @@ class StageReads:
             },
             "counters": dict(sorted(w.counts.items())),
             "workers": [{"url": url, "output_partitions": qs} for url, qs in sorted(workers.items())],
+            "report": w.health.latest,  # the last monitor-health report (None before the first)
         }

@@ -110,15 +110,19 @@ def parse_version(raw: str | None) -> tuple[bool, str | None]:
 # -- window values -> bodies ------------------------------------------------------------------------
 
 
-def window_event(value: Mapping[str, Any], window_s: float, now: float) -> dict[str, Any] | None:
+def window_event(
+    value: Mapping[str, Any], window_s: float, now: float, reference: WindowAccumulator | None = None
+) -> dict[str, Any] | None:
     """The metric event of a stored window value, with the revision it was (or will be) published with.
 
     A tombstone's revision is already the final event's (``finalize`` adds the 1 that ``metric_event``
     adds for ``final=True``), so it is answered with its revision less that 1 put back.
     """
     if value["fin"]:
-        return rollup.metric_event({**value, "rev": value["rev"] - 1}, window_s, now, final=True)
-    return rollup.metric_event(dict(value), window_s, now)
+        return rollup.metric_event(
+            {**value, "rev": value["rev"] - 1}, window_s, now, final=True, reference=reference
+        )
+    return rollup.metric_event(dict(value), window_s, now, reference=reference)
 
 
 def task_of(acc: WindowAccumulator) -> str | None:

@@ -1,6 +1,7 @@
 // modelmon dashboard: vanilla JS + hand-drawn SVG, no dependencies, no build step.
 // Data: /api/v1/models, /api/v1/models/{model}, /api/v1/models/{model}/windows, /api/v1/alerts.
-// Every drawn point and headline number carries data-* attributes with the API's raw value (JSON text).
+// Every drawn point, headline number and table cell carries data-* attributes with the API's raw value
+// (JSON text). Text from events goes into the page escaped (esc) or as text nodes (the panels' el()).
 'use strict';
 (() => {
   // Every refresh reads the newest TAIL_MS of event time of the range again; the whole range is read
@@ -37,6 +38,12 @@
         : a < 86400 ? `${(s / 3600).toFixed(1)} h` : `${(s / 86400).toFixed(1)} d`;
     },
   };
+  fmt.bytes = (v) => (!isNum(v) ? '—' : v < 1024 ? `${Math.round(v)} B` : v < 1048576 ? `${(v / 1024).toFixed(1)} KiB`
+    : `${(v / 1048576).toFixed(1)} MiB`);
+  // p-values: 0 is what the test's normal CDF gives below its double-precision resolution (about 1e-16).
+  fmt.p = (v) => (!isNum(v) ? '—' : v === 0 ? '< 1e-16' : v < 0.001 ? v.toExponential(1) : String(Number(v.toPrecision(2))));
+  fmt.pts = (v) => (isNum(v) ? `${v > 0 ? '+' : v < 0 ? '−' : ''}${Math.abs(v * 100).toFixed(1)} pts` : '—');
+  fmt.signed = (v) => (isNum(v) ? `${v > 0 ? '+' : v < 0 ? '−' : ''}${fmt.num(Math.abs(v))}` : '—');
   const span = (t) => fmt.dur(t / 1000).replace(/\.0 /, ' ');
 
   // ---------------------------------------------------------------- state
@@ -132,8 +139,9 @@
         const key = JSON.stringify([mv.model, mv.model_version, st.range]), c = st.cache;
         const full = !c || c.key !== key || to < c.to || Date.now() - c.fullAt > FULL_MS;
         const qFrom = full ? from : Math.max(from, c.to - TAIL_MS);
+        // The model without a version filter: every version's summary and views (the comparison table).
         const [summary, win] = await Promise.all([
-          api(`${base}?${vq}`),
+          api(base),
           api(`${base}/windows?${vq}&from=${enc(iso(qFrom))}&to=${enc(iso(to))}&limit=10000`),
         ]);
         const sum = summary.versions.find((v) => v.model_version === mv.model_version) || null;
@@ -144,7 +152,7 @@
           truncated = c.truncated || truncated;
           Object.assign(c, { to, ws, truncated });
         }
-        data = { mv, sum, truncated, from, to, ws };
+        data = { mv, sum, all: summary.versions, truncated, from, to, ws };
       }
       st.data = data;
       st.error = null;
@@ -291,6 +299,9 @@
       + (d.truncated ? ` · <strong>only the newest ${d.ws.length} windows of the range are shown</strong>` : '');
     renderHeadline(d, clf);
     renderCharts();
+    renderVersions(d, clf);
+    renderErrors(d, clf);
+    renderQuality(d);
   }
 
   function field(src, path, v, f) {

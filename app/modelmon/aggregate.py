@@ -48,6 +48,7 @@ __all__ = [
     "LOG_LOSS_EPS",
     "MAPE_ZERO_THRESHOLD",
     "OTHER",
+    "PAYLOAD_OFFSET",
     "SIGNED_LOG_EDGES",
     "SIGNED_LOG_MAX_BUCKET",
     "BinCounts",
@@ -86,6 +87,11 @@ CLASSIFICATION_TASKS = frozenset({"classification", "binary", "multiclass"})
 REGRESSION_TASKS = frozenset({"regression"})
 
 _INF = math.inf
+
+PAYLOAD_OFFSET = 0.5
+"""The payload histogram counts ``size - 0.5``: sizes are whole bytes, and a size equal to a bucket edge
+(1024) then falls below it, so bucket upper edges read as inclusive byte counts (Prometheus ``le``).
+Read-time values add it back."""
 
 
 # --------------------------------------------------------------------------------------------- exact sums
@@ -258,7 +264,8 @@ HISTOGRAM_SPECS: dict[str, HistogramSpec] = {
     "latency_ms": HistogramSpec("latency_ms", lo=0.01, hi=1e6, per_octave=16),
     # label delay in seconds (label event time - prediction event time): 1 ms .. ~116 days
     "label_delay_s": HistogramSpec("label_delay_s", lo=1e-3, hi=1e7, per_octave=16),
-    # size of the prediction event as received (Kafka record value), bytes: 16 B .. 64 MiB
+    # size of the prediction event as received (Kafka record value) less half a byte (PAYLOAD_OFFSET),
+    # bytes: 16 B .. 64 MiB
     "payload_bytes": HistogramSpec("payload_bytes", lo=16.0, hi=2.0**26, per_octave=16),
 }
 
@@ -1613,7 +1620,7 @@ class WindowAccumulator:
             ph = self.payload
             if ph is None:
                 ph = self.payload = LogHistogram("payload_bytes")
-            ph.update(float(payload_bytes))
+            ph.update(payload_bytes - PAYLOAD_OFFSET)
         if segment:
             sg = self.segments
             if sg is None:

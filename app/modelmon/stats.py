@@ -28,6 +28,7 @@ from typing import Any
 from modelmon.aggregate import (
     KNOWN_COUNTERS,
     OTHER,
+    PAYLOAD_OFFSET,
     BinCounts,
     ClassificationAccumulator,
     RegressionAccumulator,
@@ -249,12 +250,13 @@ def payload_summary(window: WindowAccumulator) -> dict[str, Any] | None:
     if h is None or not h.n:
         return None
     p50, p95 = h.quantiles((0.5, 0.95))
+    off = PAYLOAD_OFFSET  # the histogram holds size - 0.5 (see aggregate.PAYLOAD_OFFSET)
     return {
         "n": h.n,
-        "p50_bytes": _num(p50),
-        "p95_bytes": _num(p95),
-        "max_bytes": _num(h.max),
-        "mean_bytes": _num(h.mean),
+        "p50_bytes": _num(p50 + off),
+        "p95_bytes": _num(p95 + off),
+        "max_bytes": _num(h.max + off),
+        "mean_bytes": _num(h.mean + off),
     }
 
 

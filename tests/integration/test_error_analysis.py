@@ -9,8 +9,10 @@ prediction and first label per request id, as documented) and recomputes everyth
 from __future__ import annotations
 
 import math
+import uuid
 import zlib
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ from modelmon.aggregate import signed_log_bucket
 from modelmon.client import MonitorClient
 from modelmon.schemas import validate_output
 from modelmon.simulate import Incident, LabelDelay, SimConfig, generate
+from modelmon.topics import topic_name
 
 from .streamcheck import read_topic
 from .webcheck import WebWorker, caught_up, load_traffic, wait_for, web_settings
@@ -85,10 +88,10 @@ def _wide_events() -> list[tuple[str, dict]]:
 
 
 @pytest.fixture(scope="module")
-def live(settings, tmp_path_factory):
+def live(kafka, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("error-analysis")
     s = web_settings(
-        settings,
+        kafka.with_(topic_prefix=f"t{uuid.uuid4().hex[:10]}.", app_id=f"mm{uuid.uuid4().hex[:8]}"),
         home=str(tmp),
         alert_rules="",
         reference_s=REFERENCE_S,
@@ -122,7 +125,7 @@ def _windows(worker: WebWorker, model: str, version: str) -> list[dict]:
 def _view(worker: WebWorker, model: str, version: str, view: str = "1h") -> dict:
     def ready() -> dict | None:
         status, body, _ = worker.get(f"/api/v1/models/{model}?version={version}")
-        event = body.get("views", {}).get(view) if status == 200 else None
+        event = body["versions"][0]["views"].get(view) if status == 200 else None
         return event if event and event["traffic"]["predictions"] == want else None
 
     want = sum(w["traffic"]["predictions"] for w in _windows(worker, model, version))
@@ -257,3 +260,22 @@ def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_the_documented_example_consumer_reads_the_wrong_predictions(live) -> None:
+    s, _, preds, labels = live
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    block = doc.split("Example consumer:", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "architecture.md", "exec"), namespace)  # the documented code, as written
+    rows = namespace["wrong_predictions"](
+        s.bootstrap, "fraud-detector", topic=topic_name(s, "model-feedback"), group="doc-example", idle_s=3.0
+    )
+    want = [
+        p for p in preds
+        if p["request_id"] in labels and zlib.crc32(p["request_id"].encode()) < SAMPLE * 2**32
+        and p.get("error") is None and not _correct(p, labels[p["request_id"]]["label"])
+    ]  # fmt: skip
+    assert len(rows) == len(want) > 0
+    assert sorted(r["label"] for r in rows) == sorted(labels[p["request_id"]]["label"] for p in want)
+    assert all("amount" in r for r in rows)

@@ -136,7 +136,7 @@ def test_two_workers_match_the_oracle(stream_env):
 
 def test_two_workers_match_the_oracle_and_survive_kill9(stream_env):
     """After the survivor takes back partitions it owned before, Faust's consumer can stop committing them
-    (docs/architecture.md §8); the watchdog then restarts the worker and the replay stays exact."""
+    (docs/architecture.md §9); the watchdog then restarts the worker and the replay stays exact."""
     settings, workers = _start(stream_env, 2)
     stream = make_stream(seed=2)
     _run(settings, stream, workers, kill_at=4.0)

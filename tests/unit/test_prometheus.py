@@ -27,6 +27,7 @@ from modelmon.web.prometheus import (
     CONTENT_TYPE,
     LABEL_DELAY_BUCKETS_S,
     LATENCY_BUCKETS_S,
+    PAYLOAD_BUCKETS_BYTES,
     MetricFamily,
     SeriesCounters,
     alert_families,
@@ -270,6 +271,7 @@ def _stream(seed: int, n: int = 4000):
     y_true = np.where(rng.random(n) < 0.6, y_pred, rng.integers(0, 3, n))
     invalid = rng.random(n) < 0.03
     reason = rng.choice(["schema", "not_json", 'we"ird\\reason'], n)
+    sizes = np.exp(rng.normal(7.0, 1.5, n)).astype(int) + 20  # bytes: about 20 B .. 200 KB
     events = [
         {
             "series": int(series[i]),
@@ -282,6 +284,7 @@ def _stream(seed: int, n: int = 4000):
             "y_pred": int(y_pred[i]),
             "y_true": int(y_true[i]),
             "invalid": str(reason[i]) if invalid[i] else None,
+            "size": int(sizes[i]),
         }
         for i in range(n)
     ]
@@ -307,11 +310,23 @@ def _feed(events, sc: SeriesCounters, rng: random.Random) -> None:
                 acc.add_counter("invalid:" + e["invalid"])
                 continue
             if task == "classification":
-                acc.add_prediction(e["latency_ms"], e["error"], task=task, prediction=str(e["y_pred"]))
+                acc.add_prediction(
+                    e["latency_ms"],
+                    e["error"],
+                    task=task,
+                    prediction=str(e["y_pred"]),
+                    payload_bytes=e["size"],
+                )
                 if e["labelled"] and not e["error"]:
                     acc.add_outcome(task, str(e["y_pred"]), str(e["y_true"]), None, e["delay_s"])
             else:
-                acc.add_prediction(e["latency_ms"], e["error"], task=task, prediction=float(e["y_pred"]))
+                acc.add_prediction(
+                    e["latency_ms"],
+                    e["error"],
+                    task=task,
+                    prediction=float(e["y_pred"]),
+                    payload_bytes=e["size"],
+                )
                 if e["labelled"] and not e["error"]:
                     acc.add_outcome(task, float(e["y_pred"]), float(e["y_true"]) + 0.5, None, e["delay_s"])
         for key in sorted(touched):
@@ -357,6 +372,12 @@ def test_series_counters_match_numpy_oracle(seed):
                 LATENCY_BUCKETS_S,
             ),
             ("modelmon_label_delay_seconds", [max(e["delay_s"], 0.0) for e in out], 1, LABEL_DELAY_BUCKETS_S),
+            (
+                "modelmon_prediction_payload_bytes",
+                [float(e["size"]) for e in valid],
+                1,
+                PAYLOAD_BUCKETS_BYTES,
+            ),
         ]:
             x = np.asarray(raw) / to_seconds
             assert len(x) > 100

@@ -32,12 +32,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..aggregate import HISTOGRAM_SPECS, exact_sum_from_json
+from ..aggregate import HISTOGRAM_SPECS, PAYLOAD_OFFSET, exact_sum_from_json
 
 __all__ = [
     "CONTENT_TYPE",
     "LABEL_DELAY_BUCKETS_S",
     "LATENCY_BUCKETS_S",
+    "PAYLOAD_BUCKETS_BYTES",
     "VIEWS",
     "MetricFamily",
     "Sample",
@@ -191,9 +192,11 @@ def _bounds(kind: str, exponents: Iterable[int]) -> tuple[int, ...]:
 class _Layout:
     """How one histogram kind's fine buckets map onto the Prometheus buckets."""
 
-    __slots__ = ("kind", "le", "le_text", "n", "pos", "sum_den")
+    __slots__ = ("kind", "le", "le_text", "n", "offset", "pos", "sum_den")
 
-    def __init__(self, kind: str, edge_indices: tuple[int, ...], to_seconds: int) -> None:
+    def __init__(
+        self, kind: str, edge_indices: tuple[int, ...], to_seconds: int, offset: float = 0.0
+    ) -> None:
         spec = HISTOGRAM_SPECS[kind]
         ordered = list(edge_indices) == sorted(set(edge_indices))
         if not ordered or not all(0 <= j <= spec.nb for j in edge_indices):
@@ -212,10 +215,12 @@ class _Layout:
             pos[str(idx)] = p
         self.pos = pos
         self.sum_den = _UNIT * to_seconds
+        self.offset = offset  # added back per observation to the sum (the payload kind holds size - 0.5)
 
 
 _LATENCY = _Layout("latency_ms", _bounds("latency_ms", range(5, 21)), 1000)
 _LABEL_DELAY = _Layout("label_delay_s", _bounds("label_delay_s", range(10, 31, 2)), 1)
+_PAYLOAD = _Layout("payload_bytes", _bounds("payload_bytes", range(4, 21, 2)), 1, PAYLOAD_OFFSET)
 
 LATENCY_BUCKETS_S: tuple[float, ...] = _LATENCY.le
 """``le`` bounds of ``modelmon_prediction_latency_seconds``: 10 µs * 2**k for k = 5..20, i.e. 0.32 ms to
@@ -223,6 +228,9 @@ LATENCY_BUCKETS_S: tuple[float, ...] = _LATENCY.le
 LABEL_DELAY_BUCKETS_S: tuple[float, ...] = _LABEL_DELAY.le
 """``le`` bounds of ``modelmon_label_delay_seconds``: 1 ms * 2**k for k = 10, 12, .., 30, i.e. 1.024 s to
 about 12.4 days, one per second octave (exact edges of the ``label_delay_s`` buckets)."""
+PAYLOAD_BUCKETS_BYTES: tuple[float, ...] = _PAYLOAD.le
+"""``le`` bounds of ``modelmon_prediction_payload_bytes``: 16 B * 4**k for k = 2..10, i.e. 256 B to 16 MiB
+(exact edges of the ``payload_bytes`` buckets)."""
 
 
 # ------------------------------------------------------------------------------------ series counters
@@ -235,7 +243,7 @@ class _Hist:
 
 
 class _Series:
-    __slots__ = ("correct", "delay", "errors", "invalid", "labels", "latency", "predictions")
+    __slots__ = ("correct", "delay", "errors", "invalid", "labels", "latency", "payload", "predictions")
 
     def __init__(self) -> None:
         self.predictions = 0
@@ -245,6 +253,7 @@ class _Series:
         self.invalid: dict[str, int] = {}
         self.latency: _Hist | None = None
         self.delay: _Hist | None = None
+        self.payload: _Hist | None = None
 
 
 _EMPTY: Mapping[str, Any] = {}
@@ -352,6 +361,11 @@ class SeriesCounters:
             oh = o.get("label_delay")
             if oh is None or nh["n"] != oh["n"] or nh["sum"] != oh["sum"] or nh["buckets"] != oh["buckets"]:
                 s.delay = _hist_delta(s.delay, _LABEL_DELAY, oh, nh)
+        nh = new.get("payload")
+        if nh is not None:
+            oh = o.get("payload")
+            if oh is None or nh["n"] != oh["n"] or nh["sum"] != oh["sum"] or nh["buckets"] != oh["buckets"]:
+                s.payload = _hist_delta(s.payload, _PAYLOAD, oh, nh)
 
     def forget(self, model: str, version: str | None) -> None:
         """Drop a series (its stage-2 partition went to another worker); unknown series are ignored."""
@@ -392,6 +406,11 @@ class SeriesCounters:
             "histogram",
             "Label event time minus prediction event time (negative delays count as 0).",
         )
+        payload = MetricFamily(
+            "modelmon_prediction_payload_bytes",
+            "histogram",
+            "Size of the prediction events as received (Kafka record value).",
+        )
         for (model, version), s in sorted(self._series.items()):
             lab = {"model": model, "model_version": version}
             preds.samples.append((preds.name, lab, s.predictions))
@@ -404,7 +423,9 @@ class SeriesCounters:
                 _hist_samples(latency, _LATENCY, lab, s.latency)
             if s.delay is not None:
                 _hist_samples(delay, _LABEL_DELAY, lab, s.delay)
-        return [preds, errors, labels, correct, invalid, latency, delay]
+            if s.payload is not None:
+                _hist_samples(payload, _PAYLOAD, lab, s.payload)
+        return [preds, errors, labels, correct, invalid, latency, delay, payload]
 
 
 def _hist_samples(fam: MetricFamily, layout: _Layout, labels: dict[str, str], h: _Hist) -> None:
@@ -412,7 +433,7 @@ def _hist_samples(fam: MetricFamily, layout: _Layout, labels: dict[str, str], h:
     for le, c in zip(layout.le_text, h.counts, strict=True):
         total += c
         fam.samples.append((fam.name + "_bucket", {**labels, "le": le}, total))
-    fam.samples.append((fam.name + "_sum", labels, h.exact_sum / layout.sum_den))
+    fam.samples.append((fam.name + "_sum", labels, h.exact_sum / layout.sum_den + layout.offset * total))
     fam.samples.append((fam.name + "_count", labels, total))
 
 

@@ -337,6 +337,192 @@
     }).join('');
   }
 
+  // ---------------------------------------------------------------- panels: error analysis, versions, data quality
+  // Built with DOM calls, never innerHTML: text from events only ever becomes text nodes or attribute values.
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) if (v != null && v !== false) e.setAttribute(k, String(v));
+    for (const k of kids.flat(Infinity)) if (k != null && k !== false && k !== '') e.append(k instanceof Node ? k : String(k));
+    return e;
+  }
+  // A number cell: shown formatted, with the API's raw value and where it comes from (relative to its row).
+  const cell = (path, v, f, ...extra) => el('td', { class: 'n', 'data-field': path, 'data-value': raw(v) }, f(v), ...extra);
+  const ciOf = (lo, hi, loPath, hiPath) => (isNum(lo) || isNum(hi) ? el('span', { class: 'ci' }, ' [',
+    el('span', { 'data-field': loPath, 'data-value': raw(lo) }, fmt.pct(lo)), ' – ',
+    el('span', { 'data-field': hiPath, 'data-value': raw(hi) }, fmt.pct(hi)), ']') : null);
+  const table = (attrs, heads, rows, caption) => el('div', { class: 'scroll' }, el('table', { class: 'tbl', ...attrs },
+    caption ? el('caption', null, caption) : null,
+    el('thead', null, el('tr', null, heads.map((t) => el('th', { scope: 'col' }, t)))), el('tbody', null, rows)));
+  const put = (box, ...kids) => box.replaceChildren(...kids.filter((k) => k != null));
+  const note = (attrs, ...kids) => el('p', { class: 'note', ...attrs }, ...kids);
+  const period = (ev) => {
+    const t0 = Date.parse(ev.window.start), t1 = Date.parse(ev.window.end);
+    return `${hm(t0)}–${hm(t1)} UTC ${new Date(t1 - 1).toISOString().slice(0, 10)}`;
+  };
+  const vname = (v) => (v == null ? '(no version)' : v);
+
+  function renderErrors(d, clf) {
+    const ev = get(d.sum, 'views.1h'), box = $('errors');
+    box.dataset.version = d.mv.model_version == null ? '' : d.mv.model_version;
+    box.dataset.end = ev ? ev.window.end : '';
+    $('errors-when').textContent = ev ? `1h view ${period(ev)} · ${fmt.int(get(ev, 'labels.labelled'))} labelled of `
+      + `${fmt.int(get(ev, 'traffic.predictions'))} predictions` : '';
+    if (!ev) { box.replaceChildren(note(null, 'No 1h view of this version yet.')); return; }
+    const ea = ev.error_analysis || null, ws = ea ? ea.worst_slices : null, parts = [el('h4', null, 'Worst slices')];
+    if (!ws) {
+      parts.push(note({ id: 'worst-none' }, ea ? 'No slice analysis: the labelled predictions of this hour carry no segment tags.'
+        : 'No slice analysis: no labels in this hour.'));
+    } else if (!ws.slices || !ws.slices.length) {
+      parts.push(note({ id: 'worst-none', 'data-tested': raw(ws.tested), 'data-alpha': raw(ws.alpha), 'data-significant': raw(ws.significant) },
+        el('b', null, `No slice significantly worse (${ws.tested} tested, α = ${ws.alpha}).`),
+        ` Test: ${ws.test}; a slice is tested with at least ${ws.min_labelled} labels in it and outside it.`));
+    } else {
+      const acc = ws.slices[0].metric === 'accuracy';
+      parts.push(table({ id: 'worst-slices', 'data-test': ws.test },
+        ['#', 'slice', 'labelled', acc ? 'accuracy [95% CI]' : 'MAE', acc ? 'rest accuracy' : 'rest MAE', 'difference',
+          acc ? 'excess errors' : 'excess abs. error', 'p-value', 'adjusted p'],
+        ws.slices.map((s, i) => {
+          const a = s.metric === 'accuracy', f = a ? fmt.pct : fmt.num;
+          return el('tr', { 'data-key': s.key, 'data-value': s.value, 'data-rank': i + 1 },
+            el('td', { class: 'n' }, i + 1), el('th', { scope: 'row' }, `${s.key} = ${s.value}`),
+            cell('labelled', s.labelled, fmt.int), cell('slice', s.slice, f, ciOf(s.ci_low, s.ci_high, 'ci_low', 'ci_high')),
+            cell('rest', s.rest, f), cell('difference', s.difference, a ? fmt.pts : fmt.signed),
+            cell('excess', s.excess, fmt.num), cell('p_value', s.p_value, fmt.p), cell('p_adjusted', s.p_adjusted, fmt.p));
+        })));
+      parts.push(note({ id: 'worst-test' }, `${ws.significant} of ${ws.tested} tested slices significantly worse than the rest at `
+        + `α = ${ws.alpha} (family-wise)${ws.significant > ws.slices.length ? `, the worst ${ws.slices.length} listed` : ''}; `
+        + `ranked by excess ${acc ? 'errors' : 'absolute error'}. Test: ${ws.test}.`));
+    }
+
+    parts.push(el('h4', null, 'Most confused classes'));
+    const pairs = ea ? ea.confused_pairs : null;
+    if (pairs && pairs.length) {
+      parts.push(table({ id: 'confused', class: 'tbl fit' }, ['true → predicted', 'count', 'share of errors'], pairs.map((p) =>
+        el('tr', { 'data-true': p.true, 'data-predicted': p.predicted },
+          el('th', { scope: 'row' }, `${p.true} → ${p.predicted}`), cell('count', p.count, fmt.int),
+          cell('share_of_errors', p.share_of_errors, fmt.pct)))));
+    } else {
+      parts.push(note({ id: 'confused-none' }, !clf ? 'Not applicable: a regression model.'
+        : pairs ? 'No mistakes among the labelled predictions.' : 'No classification labels in this hour.'));
+    }
+
+    parts.push(el('h4', null, 'Segments'));
+    const keys = get(ev, 'segments.keys');
+    if (!keys || !Object.keys(keys).length) parts.push(note({ id: 'segments-none' }, 'No segment tags in this hour.'));
+    else {
+      parts.push(el('div', { class: 'segs' }, Object.entries(keys).map(([key, k]) => table({ class: 'tbl seg', 'data-key': key },
+        ['value', 'predictions', 'share', 'error rate', 'labelled', clf ? 'accuracy [95% CI]' : 'MAE'],
+        (k.values || []).map((r) => el('tr', { 'data-value': r.value },
+          el('th', { scope: 'row' }, r.value === '__other__' ? el('i', null, 'other values') : r.value),
+          cell('predictions', r.predictions, fmt.int), cell('share', r.share, fmt.pct), cell('error_rate', r.error_rate, fmt.pct),
+          cell('labelled', r.labelled, fmt.int),
+          clf ? cell('accuracy', r.accuracy, fmt.pct, ciOf(r.accuracy_ci_low, r.accuracy_ci_high, 'accuracy_ci_low', 'accuracy_ci_high'))
+            : cell('mae', r.mae, fmt.num))),
+        `${key}: ${k.distinct} distinct value${k.distinct === 1 ? '' : 's'}`
+          + (k.folded_by_cap ? ' (values beyond the per-window cap folded into other values)' : '')))));
+      if (get(ev, 'segments.keys_capped')) parts.push(note(null, 'More segment keys were seen than tracked (the 32 smallest names are kept).'));
+    }
+    put(box, ...parts);
+  }
+
+  // Version comparison. A value is marked when it is markedly worse than the best version's: accuracy when
+  // the two 95% intervals do not overlap; error rate and label coverage when a pooled two-proportion z-test
+  // gives |z| >= Z; latency and payload p50/p95 and MAE when at least RATIO times the best. Only versions with
+  // enough data take part (min of n): 30 predictions for the proportions, TAIL predictions beyond a
+  // percentile, MAE_N labels. p99 is shown but never marked: one hour rarely holds enough of the tail.
+  const RATIO = 1.25, Z = 3, TAIL = 50, MAE_N = 200;
+  function compareCols(clf) {
+    const q = (v) => ({ p50: 0.5, p95: 0.95, p99: 0.99 })[v];
+    const lat = (v) => ({ p: `latency.${v}_ms`, t: `latency ${v}`, f: fmt.ms, rule: v === 'p99' ? null : 'ratio', up: true,
+      n: 'traffic.predictions', min: Math.round(TAIL / (1 - q(v))) });
+    const pay = (v) => ({ p: `payload.${v}_bytes`, t: `payload ${v}`, f: fmt.bytes, rule: 'ratio', up: true, n: 'payload.n',
+      min: Math.round(TAIL / (1 - q(v))) });
+    return [
+      { p: 'traffic.predictions', t: 'predictions', f: fmt.int },
+      { p: 'traffic.rate_per_s', t: 'rate', f: fmt.rate },
+      { p: 'traffic.error_rate', t: 'error rate', f: fmt.pct, rule: 'prop', up: true, k: 'traffic.errors', n: 'traffic.predictions', min: 30 },
+      lat('p50'), lat('p95'), lat('p99'), pay('p50'), pay('p95'),
+      clf ? { p: 'classification.accuracy', t: 'accuracy [95% CI]', f: fmt.pct, rule: 'ci', up: false, ci: true }
+        : { p: 'regression.mae', t: 'MAE', f: fmt.num, rule: 'ratio', up: true, n: 'labels.labelled', min: MAE_N },
+      { p: 'labels.coverage', t: 'label coverage', f: fmt.pct, rule: 'prop', up: false, k: 'labels.labelled', n: 'traffic.predictions', min: 30 },
+    ];
+  }
+  const RULE_TEXT = { ci: 'its 95% interval lies wholly below', prop: `a two-proportion z-test gives |z| ≥ ${Z} against`,
+    ratio: `at least ${RATIO}× the value of` };
+  // Map: index of a markedly worse event in evs -> index of the best one it was compared with.
+  function worseOf(c, evs) {
+    const out = new Map();
+    if (!c.rule) return out;
+    const lo = 'classification.accuracy_ci_low', hi = 'classification.accuracy_ci_high';
+    const rows = evs.map((e, i) => ({ i, e, v: get(e, c.p) })).filter((r) => isNum(r.v) && (!c.n || get(r.e, c.n) >= c.min)
+      && (c.rule !== 'ci' || (isNum(get(r.e, lo)) && isNum(get(r.e, hi)))));
+    if (rows.length < 2) return out;
+    const best = rows.reduce((a, b) => ((c.up ? b.v < a.v : b.v > a.v) ? b : a));
+    for (const r of rows) {
+      if (r === best) continue;
+      let bad;
+      if (c.rule === 'ci') bad = get(r.e, hi) < get(best.e, lo);
+      else if (c.rule === 'ratio') bad = r.v > best.v && r.v >= RATIO * best.v;
+      else {
+        const k1 = get(r.e, c.k), n1 = get(r.e, c.n), k2 = get(best.e, c.k), n2 = get(best.e, c.n);
+        const pp = (k1 + k2) / (n1 + n2), se = Math.sqrt(pp * (1 - pp) * (1 / n1 + 1 / n2));
+        bad = se > 0 && ((c.up ? 1 : -1) * (k1 / n1 - k2 / n2)) / se >= Z;
+      }
+      if (bad) out.set(r.i, best.i);
+    }
+    return out;
+  }
+  function renderVersions(d, clf) {
+    const mine = st.models.filter((m) => m.model === d.mv.model);
+    const byKey = new Map((d.all || []).map((v) => [keyOf(v.model, v.model_version), v]));
+    const evs = mine.map((m) => get(byKey.get(keyOf(m.model, m.model_version)), 'views.1h'));
+    const cols = compareCols(clf), marks = cols.map((c) => worseOf(c, evs));
+    const rows = mine.map((m, i) => {
+      const ev = evs[i], on = m.model_version === d.mv.model_version;
+      return el('tr', { 'data-model': m.model, 'data-version': m.model_version == null ? '' : m.model_version,
+        class: on ? 'on' : null, 'aria-current': on ? 'true' : null },
+      el('th', { scope: 'row' }, vname(m.model_version)),
+      el('td', { 'data-field': 'window.end', 'data-value': raw(ev ? ev.window.end : null), title: ev ? ev.window.end : null },
+        ev ? utc(Date.parse(ev.window.end)).slice(5, 16) : '—'),
+      cols.map((c, k) => {
+        const td = cell(c.p, get(ev, c.p), c.f, c.ci ? ciOf(get(ev, 'classification.accuracy_ci_low'),
+          get(ev, 'classification.accuracy_ci_high'), 'classification.accuracy_ci_low', 'classification.accuracy_ci_high') : null);
+        if (marks[k].has(i)) {
+          td.classList.add('worse');
+          td.dataset.worse = 'true';
+          td.title = `Markedly worse: ${RULE_TEXT[c.rule]} version ${vname(mine[marks[k].get(i)].model_version)}`;
+        }
+        return td;
+      }));
+    });
+    $('versions').replaceChildren(
+      table({ id: 'versions-table' }, ['version', '1h view ends (UTC)', ...cols.map((c) => c.t)], rows),
+      note(null, `Each version's 1h view: the hour up to that version's newest window.${mine.length < 2 ? ' This model has one version.' : ''}`
+        + ` Marked in red: a value markedly worse than the best version's. Accuracy: the 95% intervals do not overlap; error rate and`
+        + ` label coverage: two-proportion z-test |z| ≥ ${Z} (30+ predictions); latency and payload p50/p95: at least ${RATIO}× the best,`
+        + ` with ${TAIL}+ predictions beyond the percentile${clf ? '' : `; MAE: at least ${RATIO}× the best, with ${MAE_N}+ labels`}.`
+        + ' p99 is not marked (an hour rarely holds enough of the tail).'));
+  }
+
+  function renderQuality(d) {
+    const ev = d.sum ? d.sum.current : null, box = $('quality');
+    box.dataset.start = ev ? ev.window.start : '';
+    $('quality-when').textContent = ev ? `newest window ${period(ev)}` : '';
+    const dq = ev ? ev.data_quality : null, feats = Object.entries((dq && dq.features) || {});
+    if (!feats.length) { box.replaceChildren(note({ id: 'quality-none' }, 'No prediction of the newest window carried features.')); return; }
+    const ref = feats.some(([, f]) => 'reference_kind' in f);
+    const rows = feats.map(([name, f]) => el('tr', { 'data-feature': name }, el('th', { scope: 'row' }, name),
+      cell('present', f.present, fmt.int), cell('missing_rate', f.missing_rate, fmt.pct),
+      el('td', { 'data-field': 'reference_kind', 'data-value': raw(f.reference_kind) },
+        'reference_kind' in f ? (f.reference_kind == null ? 'not in reference' : f.reference_kind) : '—'),
+      cell('type_change_share', f.type_change_share, fmt.pct), cell('out_of_range_share', f.out_of_range_share, fmt.pct)));
+    put(box, table({ id: 'quality-table', class: 'tbl fit' },
+      ['feature', 'present', 'missing rate', 'reference kind', 'type-change share', 'out-of-range share'], rows),
+    ref ? null : note({ id: 'quality-noref' }, 'No reference to compare with yet: a version\'s reference is its first'
+      + ' MODELMON_REFERENCE_S of event time, used once that period is complete.'),
+    dq.capped ? note(null, 'More features were seen than tracked (the 64 smallest names are kept).') : null);
+  }
+
   // ---------------------------------------------------------------- charts
   function niceTicks(lo, hi, n) {
     if (!(hi > lo)) hi = lo + 1;
@@ -540,9 +726,9 @@
     });
     $('range').addEventListener('change', (e) => { st.range = +e.target.value; st.hover = null; refresh(); });
     document.addEventListener('click', (e) => {
-      const a = e.target.closest('a.mv, #models tr');
-      if (!a || e.ctrlKey || e.metaKey || e.shiftKey) return;
-      const host = a.closest('[data-model]');
+      const a = e.target.closest('a.mv, #models tbody tr, #versions tbody tr');
+      const host = a && a.closest('[data-model]');
+      if (!host || e.ctrlKey || e.metaKey || e.shiftKey) return;
       e.preventDefault();
       const v = host.dataset.version;
       const known = st.models.find((m) => m.model === host.dataset.model && (m.model_version || '') === v);
@@ -565,7 +751,7 @@
     document.addEventListener('visibilitychange', () => { if (document.hidden) schedule(); else if (!st.paused) refresh(); });
     let rt = 0;
     addEventListener('resize', () => { clearTimeout(rt); rt = setTimeout(renderCharts, 150); });
-    window.modelmon = { state: st, refresh };
+    window.modelmon = { state: st, refresh, compareCols, worseOf };
     refresh();
   }
   init();

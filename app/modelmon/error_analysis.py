@@ -43,7 +43,6 @@ DEFAULT_MIN_LABELLED = 30
 DEFAULT_PAIRS = 5
 
 
-
 def _phi(z: float) -> float:
     """Standard normal CDF, accurate in the far lower tail (erfc; ``NormalDist.cdf`` underflows to 0
     from z = -8.3 on, where a strongly worse slice's p-value lives)."""

@@ -149,6 +149,8 @@ class PartitionState:
     _last_tick_wall: float | None = None
     _pending: int = 0
     _restored_max: dict[str, float] = field(default_factory=dict)  # newest prediction / label ts restored
+    # input topic tag -> highest source offset processed (durably: join entries, the partition record)
+    processed: dict[str, int] = field(default_factory=dict)
 
     # -- rebuild -----------------------------------------------------------------------------------
 
@@ -171,6 +173,7 @@ class PartitionState:
         newest prediction and the newest label time among the entries.
         """
         self.apply_change(request_id, None, entry)
+        self.note_offsets(entry["o"])
         restored = self._restored_max
         if "pt" in entry and entry["pt"] > restored.get("p", float("-inf")):
             restored["p"] = entry["pt"]
@@ -183,10 +186,36 @@ class PartitionState:
         if len(restored) == 2:
             self.watermark = max(self.watermark, min(restored.values()))
         if meta:
+            self.note_offsets(meta["o"])
+            self.note_offsets(meta.get("po", {}))
             if meta.get("wm") is not None:
                 self.watermark = max(self.watermark, meta["wm"])
             self._apply_effects({}, invalid_effects(meta))
         self.dirty = set(self.accs)
+
+    # -- source offsets --------------------------------------------------------------------------------
+
+    def note_offsets(self, offsets: dict[str, int]) -> None:
+        """Raise the highest processed offset per input topic tag (``{"p": 41, "g": 17}``)."""
+        processed = self.processed
+        for tag, offset in offsets.items():
+            if offset > processed.get(tag, -1):
+                processed[tag] = offset
+
+    def skipped_before(self, tag: str, offset: int) -> int | None:
+        """The first offset the consumer skipped when it delivers ``offset`` first after an assignment.
+
+        Every record of the partition up to ``processed[tag]`` is durably reflected (its join entry, or
+        the partition record for rejected ones and for entries since deleted), so the first record after
+        an assignment should be at most one past it. A record further on means the consumer did not
+        deliver the ones in between: faust-streaming's fetch loop drops re-delivered records below a
+        stale read offset after a partition comes back (docs/architecture.md §9). None when nothing was
+        skipped or nothing is known about the partition yet.
+        """
+        done = self.processed.get(tag)
+        if done is None or offset <= done + 1:
+            return None
+        return done + 1
 
     # -- per event -----------------------------------------------------------------------------------
 
@@ -264,6 +293,8 @@ class PartitionState:
             "c": dict(meta["c"]) if meta else {},
             "wm": meta.get("wm") if meta else None,
         }
+        if meta and "po" in meta:
+            after["po"] = meta["po"]
         window = self.window_of(arrival_ts)
         if count and not self.is_final(window):
             key = tally_key(model, window, reason)
@@ -272,7 +303,8 @@ class PartitionState:
         return after
 
     def meta_update(self, meta: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The partition record to store now: current watermark, tallies of closed windows dropped.
+        """The partition record to store now: current watermark and processed offsets (``po``, kept so
+        they survive the deletion of settled entries), tallies of closed windows dropped.
 
         None when nothing changed. Dropping closed windows' tallies does not touch the accumulators
         (those windows were already flushed as final), it only keeps the record from growing.
@@ -280,9 +312,13 @@ class PartitionState:
         meta = meta or {"o": {}, "c": {}}
         wm = self.watermark if self.watermark > float("-inf") else None
         kept = {k: n for k, n in meta["c"].items() if not self.is_final(_parse_tally_key(k)[1])}
-        if wm == meta.get("wm") and len(kept) == len(meta["c"]):
+        po = dict(sorted(self.processed.items()))
+        if wm == meta.get("wm") and len(kept) == len(meta["c"]) and po == meta.get("po", {}):
             return None
-        return {"o": meta["o"], "c": kept, "wm": wm}
+        out = {"o": meta["o"], "c": kept, "wm": wm}
+        if po:
+            out["po"] = po
+        return out
 
     def _apply_effects(self, before: Effects, after: Effects) -> None:
         added, counters = effect_delta(before, after)

@@ -459,3 +459,27 @@ def test_watermark_follows_the_input_topic_furthest_behind() -> None:
     for ts in (10.0, 30.0, 20.0):
         single.observe(ts, wall=0.0)
     assert single.watermark == 30.0
+
+
+def test_processed_offsets_survive_a_rebuild_and_reveal_skipped_records():
+    """The highest processed offset per input comes back from the entries and the partition record (its
+    ``po`` outlives settled entries), so a consumer that skips records after a rebalance is caught."""
+    state = PartitionState(0, WINDOW, HORIZON, epoch=1)
+    assert state.skipped_before("p", 500) is None  # nothing known: nothing to compare with
+    entries = [
+        ("a", {"p": 0, "o": {"p": 40}, "m": "m", "v": None, "pt": 10.0, "w": 0.0, "k": "classification",
+               "y": "x", "lat": None, "e": False}),
+        ("b", {"p": 0, "o": {"g": 17}, "l": "x", "lt": 12.0}),
+    ]  # fmt: skip
+    meta = {"o": {"g": 21}, "c": {}, "wm": None, "po": {"p": 38, "g": 19}}
+    state.rebuild(entries, meta)
+    assert state.processed == {"p": 40, "g": 21}
+    assert state.skipped_before("p", 41) is None and state.skipped_before("p", 12) is None
+    assert state.skipped_before("p", 47) == 41
+    assert state.skipped_before("g", 23) == 22
+    state.note_offsets({"p": 46})
+    assert state.skipped_before("p", 47) is None
+    assert state.meta_update(meta)["po"] == {"g": 21, "p": 46}
+    # a rejected input keeps the processed offsets in the record it rewrites
+    after = state.record_invalid(meta, "p", 47, 10.0, "m", "schema")
+    assert after is not None and after["po"] == meta["po"] and after["o"]["p"] == 47

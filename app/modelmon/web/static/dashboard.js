@@ -40,8 +40,8 @@
   };
   fmt.bytes = (v) => (!isNum(v) ? '—' : v < 1024 ? `${Math.round(v)} B` : v < 1048576 ? `${(v / 1024).toFixed(1)} KiB`
     : `${(v / 1048576).toFixed(1)} MiB`);
-  // p-values: 0 is what the test's normal CDF gives below its double-precision resolution (about 1e-16).
-  fmt.p = (v) => (!isNum(v) ? '—' : v === 0 ? '< 1e-16' : v < 0.001 ? v.toExponential(1) : String(Number(v.toPrecision(2))));
+  // p-values: an exact 0 is a p-value below what the test's floating-point normal CDF can represent.
+  fmt.p = (v) => (!isNum(v) ? '—' : v === 0 ? '≈ 0' : v < 0.001 ? v.toExponential(1) : String(Number(v.toPrecision(2))));
   fmt.pts = (v) => (isNum(v) ? `${v > 0 ? '+' : v < 0 ? '−' : ''}${Math.abs(v * 100).toFixed(1)} pts` : '—');
   fmt.signed = (v) => (isNum(v) ? `${v > 0 ? '+' : v < 0 ? '−' : ''}${fmt.num(Math.abs(v))}` : '—');
   const span = (t) => fmt.dur(t / 1000).replace(/\.0 /, ' ');
@@ -481,7 +481,8 @@
       const ev = evs[i], on = m.model_version === d.mv.model_version;
       return el('tr', { 'data-model': m.model, 'data-version': m.model_version == null ? '' : m.model_version,
         class: on ? 'on' : null, 'aria-current': on ? 'true' : null },
-      el('th', { scope: 'row' }, vname(m.model_version)),
+      el('th', { scope: 'row' }, el('a', { class: 'mv', href: `?model=${enc(m.model)}&version=${enc(m.model_version || '')}` },
+        vname(m.model_version))),
       el('td', { 'data-field': 'window.end', 'data-value': raw(ev ? ev.window.end : null), title: ev ? ev.window.end : null },
         ev ? utc(Date.parse(ev.window.end)).slice(5, 16) : '—'),
       cols.map((c, k) => {

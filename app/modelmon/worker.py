@@ -208,10 +208,6 @@ class Worker:
         self._tp_progress: dict[tuple[str, int], tuple[int, float]] = {}
         # (topic, partition) -> (processed offset seen uncommitted, since when)
         self._commit_wait: dict[tuple[str, int], tuple[int, float]] = {}
-        # input partitions whose first record since the assignment passed the skipped-records check, and
-        # the last gap found per partition (see _skipped)
-        self._offsets_checked: set[tuple[str, int]] = set()
-        self._offset_gaps: dict[tuple[str, int], tuple[int, int]] = {}
         self._admin: Any = None
         app.on_partitions_assigned.connect(self._on_rebalance)
         app.on_partitions_revoked.connect(self._on_rebalance)
@@ -259,7 +255,6 @@ class Worker:
         self._rebalances += 1
         self._tp_progress = {}  # progress is measured from the new assignment
         self._commit_wait = {}
-        self._offsets_checked = set()  # the first record of every partition is checked again
 
     async def log_progress(self) -> None:
         """One info line of verdict counts every 10 s: what this worker has been doing."""
@@ -456,11 +451,16 @@ class Worker:
             await self.on_tick(state, orjson.loads(msg.value)["wall"])
             return
         is_pred = msg.topic == self.pred_name
-        tag = join.PRED_TOPIC if is_pred else join.GT_TOPIC
-        if (msg.topic, msg.partition) not in self._offsets_checked and await self._skipped(state, tag, msg):
-            return
-        state.note_offsets({tag: msg.offset})
+        first = state.skipped_before(join.PRED_TOPIC if is_pred else join.GT_TOPIC, msg.offset)
+        if first is not None:
+            for record in await self._read_skipped(msg.topic, msg.partition, first, msg.offset):
+                await self.on_record(state, record, is_pred)
         self._tp_progress[(msg.topic, msg.partition)] = (msg.offset, now)
+        await self.on_record(state, msg, is_pred)
+
+    async def on_record(self, state: PartitionState, msg: Any, is_pred: bool) -> None:
+        """One input record (a Faust message, or a record read back by :meth:`_read_skipped`)."""
+        state.note_offsets({join.PRED_TOPIC if is_pred else join.GT_TOPIC: msg.offset})
         try:
             if msg.key is None:
                 raise InvalidEvent("null_key", None, "record key is null: the key must be the request_id")
@@ -517,38 +517,66 @@ class Worker:
             await self.feedback_topic.send(key=entry["m"].encode(), value=orjson.dumps(record))
             self.counts["feedback:published"] += 1
 
-    async def _skipped(self, state: PartitionState, tag: str, msg: Any) -> bool:
-        """Whether the consumer skipped records before this one, the first of its partition since the
-        assignment; it then seeks back and this record is left for the re-delivery.
+    async def _read_skipped(self, topic: str, partition: int, first: int, end: int) -> list[Any]:
+        """The records at offsets ``first`` .. ``end - 1`` of an input partition, read with a consumer of
+        our own, for records Faust's consumer skipped.
 
-        faust-streaming can drop the records of a partition that comes back to a worker, below a stale read
-        offset, and still commit past them (docs/architecture.md §9): they would be lost. The same gap seen
-        again after the seek is a real one (records removed by retention, transaction markers) only if a
-        fresh process sees it too, so the first time the process restarts (exact by design), the second
-        time the gap is accepted. Both are recorded in ``offset-gaps.json`` in the worker's folder.
+        Input offsets are contiguous (no compaction; the SDK does not use transactions), so a record more
+        than one past the highest processed offset means records were skipped: faust-streaming's fetch
+        loop can drop records after a rebalance and still commit past them (docs/architecture.md §9).
+        Stage 1 reads them itself and processes them first, in order; Faust is not asked to seek (that
+        leaves it with doubled acknowledgements and a stalled commit). Offsets with no record (retention,
+        transaction markers) are simply absent. A range that cannot be read restarts the process.
         """
-        key = (msg.topic, msg.partition)
-        first = state.skipped_before(tag, msg.offset)
-        if first is None:
-            self._offsets_checked.add(key)
-            return False
-        gap = [msg.topic, msg.partition, first, msg.offset]
-        if self._offset_gaps.get(key) != (first, msg.offset):
-            self._offset_gaps[key] = (first, msg.offset)
-            log.warning("%s-%d: records %d..%d were not delivered: seeking back", *gap)
-            self.counts["offsets:seek_back"] += 1
-            await self.app.consumer.seek(msg.tp, first)
-            return True
-        marker = self.s.worker_dir / "offset-gaps.json"
-        seen = orjson.loads(marker.read_bytes()) if marker.exists() else []
-        if gap in seen:
-            log.warning("%s-%d: records %d..%d do not exist (seen by a fresh process): going on", *gap)
-            self._offsets_checked.add(key)
-            return False
-        marker.write_bytes(orjson.dumps([*seen[-99:], gap]))
-        log.error("%s-%d: records %d..%d still not delivered after seeking back: restarting", *gap)
-        restart_process()
-        return True
+        loop = asyncio.get_running_loop()
+        try:
+            records = await loop.run_in_executor(None, self._fetch_range, topic, partition, first, end)
+        except Exception as exc:
+            log.error("%s-%d: records %d..%d were skipped and could not be read (%s): restarting",
+                      topic, partition, first, end - 1, exc)  # fmt: skip
+            restart_process()
+            raise
+        log.warning(
+            "%s-%d: records %d..%d were not delivered by the consumer: %d read back and processed",
+            topic, partition, first, end - 1, len(records),
+        )  # fmt: skip
+        self.counts["offsets:read_back"] += len(records)
+        return records
+
+    def _fetch_range(
+        self, topic: str, partition: int, first: int, end: int, timeout_s: float = 30.0
+    ) -> list[Any]:
+        """Records ``first`` <= offset < ``end`` of one partition (blocking; raises when incomplete)."""
+        from types import SimpleNamespace
+
+        from confluent_kafka import TopicPartition
+
+        from .kafka_clients import consumer
+
+        probe = consumer(self.s, group_id=f"{self.s.group_id}-read-back")
+        out: list[Any] = []
+        try:
+            probe.assign([TopicPartition(topic, partition, first)])
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                for m in probe.consume(500, timeout=1.0):
+                    if m.error() is not None:
+                        continue
+                    if m.offset() >= end:
+                        return out
+                    out.append(
+                        SimpleNamespace(
+                            topic=topic,
+                            partition=partition,
+                            offset=m.offset(),
+                            key=m.key(),
+                            value=m.value() or b"",
+                            timestamp=m.timestamp()[1] / 1000.0,
+                        )
+                    )
+            raise TimeoutError(f"read {len(out)} records in {timeout_s:g} s without reaching offset {end}")
+        finally:
+            probe.close()
 
     def _get(self, key: bytes) -> dict | None:
         raw = self.joins.data.get(key)

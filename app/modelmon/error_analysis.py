@@ -181,26 +181,17 @@ def worst_slices(
             if regression:
                 m1, v1 = _mean_var(_exact_value(row[SAE]), _exact_value(row[SSE]), n1)
                 m2, v2 = _mean_var(_exact_value(total_sae - row[SAE]), _exact_value(total_sse - row[SSE]), n2)
+                metric, mine, rest, worse_by = "mae", m1, m2, m1 - m2
                 p = _regression_test(m1, v1, n1, m2, v2, n2)
-                item = {
-                    "metric": "mae",
-                    "slice": m1,
-                    "rest": m2,
-                    "difference": m1 - m2,
-                    "excess": n1 * (m1 - m2),
-                }
             else:
                 c1, c2 = row[COR], total_c - row[COR]
+                metric, mine, rest = "accuracy", c1 / n1, c2 / n2
+                worse_by = rest - mine
                 p = _classification_test(c1, n1, c2, n2)
-                a1, a2 = c1 / n1, c2 / n2
-                item = {
-                    "metric": "accuracy",
-                    "slice": a1,
-                    "rest": a2,
-                    "difference": a1 - a2,
-                    "excess": n1 * (a2 - a1),
-                }
-            candidates.append({"key": key, "value": value, "labelled": n1, "p_value": p, **item, "row": row})
+            candidates.append({
+                "key": key, "value": value, "labelled": n1, "p_value": p, "metric": metric, "slice": mine,
+                "rest": rest, "difference": mine - rest, "excess": n1 * worse_by, "row": row,
+            })  # fmt: skip
     adjusted = holm([c["p_value"] for c in candidates])
     flagged = []
     for cand, p_adj in zip(candidates, adjusted, strict=True):

@@ -47,11 +47,15 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
-def _positive_float(name: str, raw: str) -> float:
+def _float(name: str, raw: str) -> float:
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
         raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+
+
+def _positive_float(name: str, raw: str) -> float:
+    value = _float(name, raw)
     if not value > 0:
         raise SettingsError(f"{name}: must be greater than 0, got {raw}")
     return value
@@ -71,10 +75,7 @@ def _share(name: str, raw: str) -> float:
 
 
 def _nonneg_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+    value = _float(name, raw)
     if not 0 <= value < float("inf"):
         raise SettingsError(f"{name}: must be a finite number >= 0, got {raw}")
     return value

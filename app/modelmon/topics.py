@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
@@ -41,6 +42,11 @@ class TopicResult:
 
 def _partitions_for(settings: Settings, base: str) -> int:
     return settings.input_partitions if base in INPUT_TOPICS else settings.output_partitions
+
+
+def model_partition(model: str, partitions: int) -> int:
+    """The partition of a model-keyed record: Kafka's default partitioner (murmur2) on the model name."""
+    return (murmur2(model.encode()) & 0x7FFFFFFF) % partitions
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicResult]:

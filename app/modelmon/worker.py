@@ -36,7 +36,7 @@ from .feedback import FeedbackPolicy, feedback_record
 from .partition import META_KEY_PREFIX, PartitionState, meta_record_key
 from .schemas import InvalidEvent, decode_ground_truth, decode_prediction
 from .settings import Settings
-from .topics import topic_name
+from .topics import model_partition, topic_name
 from .web.api import Api
 from .web.prometheus import SeriesCounters
 from .worker_health import WorkerHealth
@@ -140,7 +140,7 @@ class Worker:
         self.metrics_topic = app.topic(topic_name(settings, "model-metrics"), **raw)
         self.dead_letter = app.topic(topic_name(settings, "dead-letter"), **raw)
         self.alerts_topic = app.topic(topic_name(settings, "alerts"), **raw)
-        self.feedback_topic = app.topic(topic_name(settings, "model-feedback"), **raw)
+        self.feedback_name = topic_name(settings, "model-feedback")
         self.feedback = FeedbackPolicy(
             settings.feedback, settings.feedback_sample, settings.feedback_min_abs_error
         )
@@ -508,13 +508,15 @@ class Worker:
         state.apply_change(msg.key, before, outcome.entry)
         self._put(self.joins, msg.key, orjson.dumps(outcome.entry), msg.partition)
         if outcome.verdict == "joined" and self.feedback.sampled(msg.key):
-            await self.send_feedback(parsed.request_id, outcome.entry)
+            self.send_feedback(parsed.request_id, outcome.entry)
 
-    async def send_feedback(self, request_id: str, entry: dict) -> None:
+    def send_feedback(self, request_id: str, entry: dict) -> None:
         """Publish a joined record to model-feedback (key = model) when the feedback policy keeps it."""
         record = feedback_record(request_id, entry, time.time())
         if self.feedback.keeps(record):
-            await self.feedback_topic.send(key=entry["m"].encode(), value=orjson.dumps(record))
+            model = entry["m"]
+            partition = model_partition(model, self.s.output_partitions)  # as the key would place it
+            self._changelog().send(self.feedback_name, model.encode(), orjson.dumps(record), partition)
             self.counts["feedback:published"] += 1
 
     async def _read_skipped(self, topic: str, partition: int, first: int, end: int) -> list[Any]:

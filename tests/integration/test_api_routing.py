@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from modelmon.web.reads import model_partition
+from modelmon.topics import model_partition
 
 from .webcheck import WebWorker, caught_up, expected_predictions, load_traffic, wait_for, web_settings
 

@@ -9,8 +9,8 @@ import pytest
 
 from modelmon import rollup
 from modelmon.aggregate import WindowAccumulator
+from modelmon.topics import model_partition
 from modelmon.web import views
-from modelmon.web.reads import model_partition
 from modelmon.web.views import ParamError
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2: key -> signed 32-bit murmur2

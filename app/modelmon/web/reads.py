@@ -13,20 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import psutil
-from aiokafka.partitioner import murmur2
 
 from .. import rollup
+from ..topics import model_partition
 from . import prometheus, views
 
 if TYPE_CHECKING:
     from ..worker import Worker
 
 EVENT_CACHE_SIZE = 4096
-
-
-def model_partition(model: str, partitions: int) -> int:
-    """The stage-2 partition of a model: Kafka's default partitioner (murmur2) on the model key."""
-    return (murmur2(model.encode()) & 0x7FFFFFFF) % partitions
 
 
 class StageReads:

@@ -4,11 +4,13 @@ Stage 1 (partitioned like the inputs, by request_id) consumes predictions, groun
 tick topic; the join table holds one entry per request (see join.py) and is the only durable stage-1
 state. Per-partition window accumulators live in memory (partition.py) and are rebuilt from the table
 after every rebalance. Each tick expires pending joins, sends changed windows to the internal partials
-topic (key = model) and a watermark heartbeat to every partials partition.
+topic (key = model) and a watermark heartbeat to every partials partition. Joined pairs go to
+model-feedback (feedback.py); records the consumer skipped are read back (see _read_skipped).
 
 Stage 2 (partitioned by model) keeps the latest snapshot per source partition in the windows table
 (rollup.py), publishes changed windows to model-metrics on a timer, and the final revision once every
-input partition's watermark has passed the window's end plus the join horizon.
+input partition's watermark has passed the window's end plus the join horizon. It also keeps each model
+version's data-quality reference. Health reports go to monitor-health (worker_health.py).
 """
 
 from __future__ import annotations

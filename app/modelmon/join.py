@@ -21,6 +21,7 @@ once per event:
     l   label                       lt     label event time  lm label's own model field
     ll  labels that came after the prediction expired
     dp, dl, rl   duplicate predictions, duplicate labels, relabels
+    j   [topic tag, offset] of the event that completed the join (its replay re-sends the feedback record)
     x   expiry state: "u" unmatched prediction, "o" orphan label
     o   {"p": max prediction offset absorbed, "g": max ground-truth offset absorbed}
 """
@@ -166,6 +167,7 @@ def apply_prediction(
         new["x"] = "u"
         return Outcome(new, "late_label")
     if "l" in new:
+        new["j"] = [PRED_TOPIC, offset]
         return Outcome(new, "joined")
     return Outcome(new, "new_prediction")
 
@@ -195,6 +197,7 @@ def apply_label(
     if gt.model is not None:
         new["lm"] = gt.model
     if "pt" in new:
+        new["j"] = [GT_TOPIC, offset]
         return Outcome(new, "joined")
     return Outcome(new, "pending_label")
 

@@ -494,6 +494,11 @@ class Worker:
             outcome = join.apply_label(before, parsed, ts, msg.offset, msg.partition, self.s.join_horizon_s)
         self.counts[outcome.verdict] += 1
         if outcome.entry is None:
+            tag = join.PRED_TOPIC if is_pred else join.GT_TOPIC
+            if before is not None and before.get("j") == [tag, msg.offset] and self.feedback.sampled(msg.key):
+                # the replay of the event that made the join: its feedback record may have been lost
+                # with the process (the commit barrier only covers committed inputs), so it goes again
+                self.send_feedback(parsed.request_id, before)
             return
         if state.is_final(join.owner(outcome.entry, self.s.window_s)[2]):
             # Its window was already published as final: the event is kept in dead-letter, not counted.

@@ -183,13 +183,6 @@ class SegmentStats:
             self.folded_keys = True
         return self
 
-    @property
-    def n(self) -> int:
-        """Tagged predictions counted (the largest per-key total; 0 means empty)."""
-        return max(
-            (sum(r[N] for r in ks.rows.values()) + ks.other[N] for ks in self.keys.values()), default=0
-        )
-
     def is_empty(self) -> bool:
         return not self.keys and not self.folded_keys
 

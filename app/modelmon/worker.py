@@ -462,7 +462,8 @@ class Worker:
 
     async def on_record(self, state: PartitionState, msg: Any, is_pred: bool) -> None:
         """One input record (a Faust message, or a record read back by :meth:`_read_skipped`)."""
-        state.note_offsets({join.PRED_TOPIC if is_pred else join.GT_TOPIC: msg.offset})
+        tag = join.PRED_TOPIC if is_pred else join.GT_TOPIC
+        state.note_offsets({tag: msg.offset})
         try:
             if msg.key is None:
                 raise InvalidEvent("null_key", None, "record key is null: the key must be the request_id")
@@ -494,7 +495,6 @@ class Worker:
             outcome = join.apply_label(before, parsed, ts, msg.offset, msg.partition, self.s.join_horizon_s)
         self.counts[outcome.verdict] += 1
         if outcome.entry is None:
-            tag = join.PRED_TOPIC if is_pred else join.GT_TOPIC
             if before is not None and before.get("j") == [tag, msg.offset] and self.feedback.sampled(msg.key):
                 # the replay of the event that made the join: its feedback record may have been lost
                 # with the process (the commit barrier only covers committed inputs), so it goes again

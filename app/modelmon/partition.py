@@ -197,20 +197,23 @@ class PartitionState:
 
     def note_offsets(self, offsets: dict[str, int]) -> None:
         """Raise the highest processed offset per input topic tag (``{"p": 41, "g": 17}``)."""
-        processed = self.processed
         for tag, offset in offsets.items():
-            if offset > processed.get(tag, -1):
-                processed[tag] = offset
+            self.note_offset(tag, offset)
+
+    def note_offset(self, tag: str, offset: int) -> None:
+        """One processed record of input ``tag``: stage 1 calls this for every record."""
+        if offset > self.processed.get(tag, -1):
+            self.processed[tag] = offset
 
     def skipped_before(self, tag: str, offset: int) -> int | None:
-        """The first offset the consumer skipped when it delivers ``offset`` first after an assignment.
+        """The first offset the consumer skipped, when it delivers ``offset`` next.
 
         Every record of the partition up to ``processed[tag]`` is durably reflected (its join entry, or
-        the partition record for rejected ones and for entries since deleted), so the first record after
-        an assignment should be at most one past it. A record further on means the consumer did not
-        deliver the ones in between: faust-streaming's fetch loop drops re-delivered records below a
-        stale read offset after a partition comes back (docs/architecture.md §9). None when nothing was
-        skipped or nothing is known about the partition yet.
+        the partition record for rejected ones and for entries since deleted), and input offsets are
+        contiguous, so the next record should be at most one past it. A record further on means the
+        consumer did not deliver the ones in between: faust-streaming's fetch loop drops records after
+        a rebalance (docs/architecture.md §9). None when nothing was skipped or nothing is known about
+        the partition yet.
         """
         done = self.processed.get(tag)
         if done is None or offset <= done + 1:

@@ -365,22 +365,26 @@ class Worker:
             getattr(consumer, "_gap", {}).get(tp),
         )
 
+    def admin(self) -> Any:
+        """The worker's AdminClient (watchdog and health report), created on first use; thread-safe."""
+        if self._admin is None:
+            from .kafka_clients import admin_client
+
+            self._admin = admin_client(self.s)
+        return self._admin
+
     def _end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
         """{(topic, partition): (log end offset, the group's committed offset or 0)} via the admin API."""
         from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
-        from .kafka_clients import admin_client
-
-        if self._admin is None:
-            self._admin = admin_client(self.s)
         request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in tps}
         ends = {
             (tp.topic, tp.partition): fut.result().offset
-            for tp, fut in self._admin.list_offsets(request, request_timeout=10).items()
+            for tp, fut in self.admin().list_offsets(request, request_timeout=10).items()
         }
         group = ConsumerGroupTopicPartitions(self.s.group_id, [TopicPartition(t, p) for t, p in tps])
-        listed = self._admin.list_consumer_group_offsets([group])[self.s.group_id].result(10)
+        listed = self.admin().list_consumer_group_offsets([group])[self.s.group_id].result(10)
         committed = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in listed.topic_partitions}
         return {key: (end, committed.get(key, 0)) for key, end in ends.items()}
 
@@ -463,7 +467,7 @@ class Worker:
     async def on_record(self, state: PartitionState, msg: Any, is_pred: bool) -> None:
         """One input record (a Faust message, or a record read back by :meth:`_read_skipped`)."""
         tag = join.PRED_TOPIC if is_pred else join.GT_TOPIC
-        state.note_offsets({tag: msg.offset})
+        state.note_offset(tag, msg.offset)
         try:
             if msg.key is None:
                 raise InvalidEvent("null_key", None, "record key is null: the key must be the request_id")

@@ -84,7 +84,6 @@ class WorkerHealth:
         self.published = 0  # reports the broker acknowledged
         self.failed = 0  # reports whose send failed
         self.published_at: float | None = None  # wall time of the last acknowledged report
-        self._admin: Any = None
 
     async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
         self.sensor.forget()
@@ -112,16 +111,13 @@ class WorkerHealth:
         from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
-        from .kafka_clients import admin_client
-
-        if self._admin is None:
-            self._admin = admin_client(self.s)
+        admin = self.w.admin()
         errors: list[str] = []
         out: dict[str, dict[tuple[str, int], int]] = {"end": {}, "start": {}, "committed": {}}
         for name, spec in (("end", OffsetSpec.latest()), ("start", OffsetSpec.earliest())):
             request = {TopicPartition(t, p): spec for t, p in tps}
             try:
-                futures = self._admin.list_offsets(request, request_timeout=ADMIN_TIMEOUT_S)
+                futures = admin.list_offsets(request, request_timeout=ADMIN_TIMEOUT_S)
                 for tp, fut in futures.items():
                     try:
                         out[name][(tp.topic, tp.partition)] = fut.result(ADMIN_TIMEOUT_S).offset
@@ -134,7 +130,7 @@ class WorkerHealth:
         committed = out["committed"]
         group = ConsumerGroupTopicPartitions(self.s.group_id, [TopicPartition(t, p) for t, p in tps])
         try:
-            listed = self._admin.list_consumer_group_offsets([group], request_timeout=ADMIN_TIMEOUT_S)
+            listed = admin.list_consumer_group_offsets([group], request_timeout=ADMIN_TIMEOUT_S)
             result = listed[self.s.group_id].result(ADMIN_TIMEOUT_S)
             for tp in result.topic_partitions:
                 if tp.error is None and tp.offset >= 0:  # negative: nothing committed yet

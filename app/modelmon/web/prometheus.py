@@ -712,6 +712,32 @@ _HEALTH_GAUGES: tuple[tuple[str, str, str, str, float | None], ...] = (
     ),
     ("modelmon_alert_states", "Alert states (rule, model, version) held.", "tables", "alert_states", None),
 )
+_PUBLISHER_FAMILIES = (
+    (
+        "modelmon_health_interval_seconds",
+        "gauge",
+        "How often the worker publishes a health report to monitor-health.",
+        "interval_s",
+    ),
+    (
+        "modelmon_health_reports_total",
+        "counter",
+        "Health reports the broker acknowledged on monitor-health.",
+        "published",
+    ),
+    (
+        "modelmon_health_report_failures_total",
+        "counter",
+        "Health reports that could not be published.",
+        "failed",
+    ),
+    (
+        "modelmon_health_last_report_timestamp_seconds",
+        "gauge",
+        "Unix time the broker acknowledged the last health report.",
+        "published_at",
+    ),
+)
 _HEALTH_COUNTERS = (
     (
         "modelmon_host_network_receive_bytes_total",
@@ -761,30 +787,8 @@ def health_families(report: Mapping[str, Any] | None, publisher: Mapping[str, An
     ``modelmon_alert_states``). Percentages become ratios in [0, 1]; null figures give no sample.
     """
     fams = [
-        MetricFamily(
-            "modelmon_health_interval_seconds",
-            "gauge",
-            "How often the worker publishes a health report to monitor-health.",
-            [("modelmon_health_interval_seconds", {}, _num(publisher.get("interval_s")))],
-        ),
-        MetricFamily(
-            "modelmon_health_reports_total",
-            "counter",
-            "Health reports the broker acknowledged on monitor-health.",
-            [("modelmon_health_reports_total", {}, _num(publisher.get("published")))],
-        ),
-        MetricFamily(
-            "modelmon_health_report_failures_total",
-            "counter",
-            "Health reports that could not be published.",
-            [("modelmon_health_report_failures_total", {}, _num(publisher.get("failed")))],
-        ),
-        MetricFamily(
-            "modelmon_health_last_report_timestamp_seconds",
-            "gauge",
-            "Unix time the broker acknowledged the last health report.",
-            [("modelmon_health_last_report_timestamp_seconds", {}, _num(publisher.get("published_at")))],
-        ),
+        MetricFamily(name, type_, help_, [(name, {}, _num(publisher.get(key)))])
+        for name, type_, help_, key in _PUBLISHER_FAMILIES
     ]
     if not report:
         return fams

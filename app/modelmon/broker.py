@@ -3,6 +3,10 @@
 The jars come from Maven Central through deploy/local-kafka/pom.xml and are cached; storage is formatted
 once; "ready" means an AdminClient metadata call answers, not merely an open port. When
 MODELMON_KAFKA_BOOTSTRAP names a cluster, nothing here starts or stops anything.
+
+With MODELMON_BROKER_SASL_PORT the broker also listens for SASL_PLAINTEXT clients (mechanism PLAIN, the
+users of MODELMON_BROKER_SASL_USERS), so SASL can be tried locally; the PLAINTEXT listener stays for the
+controller, inter-broker traffic and the readiness probe, on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ModelmonError
 from .kafka_clients import KafkaUnavailable, wait_for_cluster
-from .settings import Settings
+from .settings import Settings, parse_sasl_users
 
 
 class BrokerError(ModelmonError):
@@ -103,19 +107,39 @@ def ensure_jars(settings: Settings, log=print) -> Path:
     return jars
 
 
+def _sasl_properties(settings: Settings) -> list[str]:
+    """The SASL_PLAINTEXT listener's JAAS users (PLAIN). Kafka hides sasl.jaas.config in its own log."""
+    users = parse_sasl_users("MODELMON_BROKER_SASL_USERS", settings.broker_sasl_users)
+    entries = " ".join(f'user_{user}="{password}"' for user, password in users.items())
+    return [
+        "sasl.enabled.mechanisms=PLAIN",
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {entries};",
+    ]
+
+
 def _server_properties(settings: Settings, data_dir: Path) -> str:
-    bp, cp = settings.broker_port, settings.controller_port
+    bp, cp, sp = settings.broker_port, settings.controller_port, settings.broker_sasl_port
+    listeners = f"PLAINTEXT://127.0.0.1:{bp},CONTROLLER://127.0.0.1:{cp}"
+    advertised = f"PLAINTEXT://127.0.0.1:{bp}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if sp:
+        listeners += f",SASL_PLAINTEXT://127.0.0.1:{sp}"
+        advertised += f",SASL_PLAINTEXT://127.0.0.1:{sp}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
     return "\n".join(
         [
             "# Written by `modelmon broker start`; regenerated on every start.",
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{cp}",
-            f"listeners=PLAINTEXT://127.0.0.1:{bp},CONTROLLER://127.0.0.1:{cp}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{bp}",
+            f"listeners={listeners}",
+            f"advertised.listeners={advertised}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"listener.security.protocol.map={protocols}",
+            *(_sasl_properties(settings) if sp else []),
             f"log.dirs={data_dir}",
             "num.partitions=1",
             "default.replication.factor=1",
@@ -157,6 +181,21 @@ class LocalBroker:
 
     def __init__(self, settings: Settings, log=print) -> None:
         self.settings = settings
+        # The readiness probe of a local broker uses its PLAINTEXT listener, without client credentials.
+        self.probe = settings
+        if settings.uses_local_broker:
+            self.probe = replace(
+                settings,
+                security_protocol="PLAINTEXT",
+                sasl_mechanism="",
+                sasl_username="",
+                sasl_password="",
+                ssl_ca_location="",
+                ssl_cert_location="",
+                ssl_key_location="",
+                broker_sasl_port=0,
+                broker_sasl_users="",
+            )
         self.log = log
         self.dir = settings.broker_dir
         self.data_dir = self.dir / "data"
@@ -191,7 +230,7 @@ class LocalBroker:
         if pid is None:
             return BrokerStatus(False, None, s.bootstrap, False, "stopped")
         try:
-            wait_for_cluster(s, timeout_s=3)
+            wait_for_cluster(self.probe, timeout_s=3)
             return BrokerStatus(True, pid, s.bootstrap, False, "running")
         except KafkaUnavailable:
             return BrokerStatus(False, pid, s.bootstrap, False, "process alive but not answering")
@@ -217,7 +256,7 @@ class LocalBroker:
             return self.status()
         if self.pid() is not None:
             try:
-                wait_for_cluster(s, timeout_s=s.broker_start_timeout)
+                wait_for_cluster(self.probe, timeout_s=s.broker_start_timeout)
             except KafkaUnavailable as exc:
                 raise BrokerError(
                     f"a local broker (pid {self.pid()}) is running but not answering: {exc}"
@@ -231,8 +270,9 @@ class LocalBroker:
         for port, var in (
             (s.broker_port, "MODELMON_BROKER_PORT"),
             (s.controller_port, "MODELMON_CONTROLLER_PORT"),
+            (s.broker_sasl_port, "MODELMON_BROKER_SASL_PORT"),
         ):
-            if not _port_free(port):
+            if port and not _port_free(port):
                 raise BrokerError(
                     f"port {port} on 127.0.0.1 is already in use ({var}); "
                     "stop that process or pick another port"
@@ -241,7 +281,10 @@ class LocalBroker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.dir / "server.properties"
-        props.write_text(_server_properties(s, self.data_dir))
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold SASL passwords
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(_server_properties(s, self.data_dir))
         (self.dir / "log4j2.properties").write_text(_LOG4J2)
         classpath = f"{jars}/*"
         self._format(java, classpath, props)
@@ -273,7 +316,7 @@ class LocalBroker:
                     f"the Kafka broker exited with code {proc.returncode} during start-up: {tail}"
                 )
             try:
-                wait_for_cluster(s, timeout_s=1.0)
+                wait_for_cluster(self.probe, timeout_s=1.0)
                 break
             except KafkaUnavailable:
                 if time.monotonic() > deadline:

@@ -24,6 +24,10 @@ from faust.types import TP
 from .kafka_clients import producer
 from .settings import Settings
 
+DELIVERY_TIMEOUT_S = 300.0
+"""librdkafka's message.timeout.ms for changelog records (its default, stated): a record not acknowledged
+by then fails, and the worker restarts (the table is no longer known to be durable)."""
+
 
 class ChangelogError(RuntimeError):
     """The broker refused a changelog record: the table is no longer durable, so the worker must stop."""
@@ -34,7 +38,14 @@ class ChangelogWriter:
 
     def __init__(self, settings: Settings) -> None:
         # Idempotent and acks=all: records of one changelog partition land once and in order.
-        self._producer = producer(settings, **{"linger.ms": 10, "batch.num.messages": 10000})
+        self._producer = producer(
+            settings,
+            **{
+                "linger.ms": 10,
+                "batch.num.messages": 10000,
+                "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000),
+            },
+        )
         self._lock = threading.Lock()
         self._produced: dict[tuple[str, int], int] = {}  # changelog (topic, partition) -> records queued
         self._delivered: dict[tuple[str, int], int] = {}  # ... -> records acknowledged (in order)
@@ -83,14 +94,16 @@ class ChangelogWriter:
         return dict(self._produced)
 
     def wait(
-        self, barrier: dict[tuple[str, int], int], timeout_s: float = 60.0
+        self, barrier: dict[tuple[str, int], int], timeout_s: float = DELIVERY_TIMEOUT_S + 30.0
     ) -> dict[tuple[str, int], int]:
         """Block until every record counted in ``barrier`` is acknowledged; return the highest offsets acked.
 
         Records of one partition are acknowledged in order, so a delivered count at or past the barrier's
         means all of them landed; records queued after the barrier are not waited for (a flush would,
         and under steady input it would never finish). Raises ChangelogError when a record failed or the
-        wait timed out: the caller must not commit.
+        wait timed out: the caller must not commit. The wait outlasts the records' delivery timeout, so a
+        broker outage shorter than that delays the commit instead of restarting the worker; longer, the
+        records fail and the worker restarts.
         """
         deadline = time.monotonic() + timeout_s
         while True:

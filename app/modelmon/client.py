@@ -12,7 +12,9 @@ once: sends are asynchronous, batched by librdkafka (idempotent, acks=all). The 
 request_id and the partitioner is murmur2, so a key lands on the same partition as with Java or aiokafka
 producers — predictions and labels of one request meet in the same join partition.
 Delivery failures are never swallowed: they are counted, passed to ``on_delivery_error`` if given, and
-raised by the next ``flush()``.
+raised by the next ``flush()``. Credentials the cluster refuses (MODELMON_KAFKA_SASL_* / _SSL_*) raise
+:class:`AuthenticationError` from ``flush()`` and from the next ``log_*`` as soon as the broker says so,
+instead of queueing until the delivery timeout.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from confluent_kafka import KafkaError, Message
 
 from . import schemas
 from .errors import ModelmonError
-from .kafka_clients import producer
+from .kafka_clients import auth_error, producer
 from .settings import Settings
 from .topics import topic_name
 
@@ -40,6 +42,17 @@ class DeliveryError(ModelmonError):
         super().__init__(f"{failed} event(s) were not delivered to Kafka; first error: {first_error}")
         self.failed = failed
         self.first_error = first_error
+
+
+class AuthenticationError(DeliveryError):
+    """Kafka refused this client's credentials or TLS handshake; nothing will be delivered until fixed."""
+
+    def __init__(self, queued: int, message: str) -> None:
+        super().__init__(queued, message)
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.first_error
 
 
 def _event_time(ts: float | int | str | datetime | None) -> float | str | None:
@@ -138,9 +151,18 @@ class MonitorClient:
         self._produce(topic_name(self.settings, topic_base), key, value)
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every queued event is delivered; raise DeliveryError if any failed since last time."""
-        remaining = self._producer.flush(timeout_s)
+        """Wait until every queued event is delivered; raise DeliveryError if any failed since last time.
+
+        AuthenticationError (a DeliveryError) as soon as the cluster refuses the credentials.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = self._producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+            if not remaining or time.monotonic() >= deadline:
+                break
+            self._raise_if_refused()
         if remaining:
+            self._raise_if_refused()
             raise DeliveryError(remaining, f"{remaining} event(s) still queued after {timeout_s:g} s")
         with self._lock:
             failed, first = self._unreported, self._first_error
@@ -179,7 +201,13 @@ class MonitorClient:
             )
         self._produce(topic, request_id.encode("utf-8"), value)
 
+    def _raise_if_refused(self) -> None:
+        refused = auth_error(self.settings, self._producer)
+        if refused is not None:
+            raise AuthenticationError(len(self._producer), str(refused))
+
     def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._raise_if_refused()
         deadline = time.monotonic() + self.queue_timeout_s
         while True:
             try:
@@ -199,6 +227,7 @@ class MonitorClient:
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.delivered += 1
+            self._producer._watch.auth_error = None  # the cluster accepts us (again)
             return
         text = f"{msg.topic()}: {err.str()}"
         with self._lock:

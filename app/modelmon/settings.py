@@ -7,6 +7,7 @@ is generated from the same list), so there is one place to look.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -107,6 +108,53 @@ def _store(name: str, raw: str) -> str:
     return raw
 
 
+def _optional_port(name: str, raw: str) -> int:
+    """A port, or 0 for "off"."""
+    value = _int(name, raw)
+    if value == 0:
+        return 0
+    return _port(name, raw)
+
+
+def _protocol(name: str, raw: str) -> str:
+    return raw.upper()
+
+
+def _mechanism(name: str, raw: str) -> str:
+    return raw.upper()
+
+
+_USER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
+_PASSWORD_BANNED = set('",\\ ')
+
+
+def parse_sasl_users(name: str, raw: str) -> dict[str, str]:
+    """'alice:secret,bob:other' -> {user: password}. Errors name the user, never echo a password."""
+    users: dict[str, str] = {}
+    for i, item in enumerate(raw.split(","), 1):
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user or not password:
+            raise SettingsError(f"{name}: entry {i} must be 'user:password' (comma-separated list)")
+        if set(user) - _USER_CHARS:
+            raise SettingsError(
+                f"{name}: user name {user[:64]!r} may only contain letters, digits, '.', '_', '-', '@'"
+            )
+        if set(password) & _PASSWORD_BANNED or not password.isprintable():
+            raise SettingsError(
+                f"{name}: the password of {user!r} may not contain spaces, quotes, backslashes or ',' "
+                "(it is written into the broker's JAAS configuration)"
+            )
+        if user in users:
+            raise SettingsError(f"{name}: user {user!r} is listed twice")
+        users[user] = password
+    return users
+
+
+def _sasl_users(name: str, raw: str) -> str:
+    parse_sasl_users(name, raw)
+    return raw
+
+
 def _default_worker_id() -> str:
     import socket
 
@@ -170,6 +218,21 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "KRaft controller port of the local broker (127.0.0.1).",
     ),
     EnvVar("MODELMON_BROKER_HEAP", "broker_heap", "512m", _str, "Java heap (-Xmx) of the local broker."),
+    EnvVar(
+        "MODELMON_BROKER_SASL_PORT",
+        "broker_sasl_port",
+        "0",
+        _optional_port,
+        "Also open a SASL_PLAINTEXT (PLAIN) listener on this port of the local broker; 0: none. Clients "
+        "use it when MODELMON_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT.",
+    ),
+    EnvVar(
+        "MODELMON_BROKER_SASL_USERS",
+        "broker_sasl_users",
+        "",
+        _sasl_users,
+        "Users of the local broker's SASL listener: 'user:password,...' (never logged).",
+    ),
     EnvVar(
         "MODELMON_BROKER_START_TIMEOUT",
         "broker_start_timeout",
@@ -347,24 +410,43 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "MODELMON_KAFKA_SECURITY_PROTOCOL",
         "security_protocol",
         "PLAINTEXT",
-        _str,
-        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL for the SDK, CLI and admin clients (not yet the worker).",
+        _protocol,
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL for every Kafka client: worker, SDK, CLI, admin.",
     ),
     EnvVar(
         "MODELMON_KAFKA_SASL_MECHANISM",
         "sasl_mechanism",
         "",
-        _str,
-        "SASL mechanism, e.g. PLAIN or SCRAM-SHA-512.",
+        _mechanism,
+        "With SASL_*: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or GSSAPI (Kerberos ticket, no user/password).",
     ),
     EnvVar("MODELMON_KAFKA_SASL_USERNAME", "sasl_username", "", _str, "SASL user name."),
     EnvVar("MODELMON_KAFKA_SASL_PASSWORD", "sasl_password", "", _str, "SASL password (never logged)."),
-    EnvVar("MODELMON_KAFKA_SSL_CA", "ssl_ca_location", "", _str, "CA certificate file for TLS."),
-    EnvVar("MODELMON_KAFKA_SSL_CERT", "ssl_cert_location", "", _str, "Client certificate file for TLS."),
-    EnvVar("MODELMON_KAFKA_SSL_KEY", "ssl_key_location", "", _str, "Client private key file for TLS."),
+    EnvVar(
+        "MODELMON_KAFKA_SSL_CA",
+        "ssl_ca_location",
+        "",
+        _str,
+        "With SSL/SASL_SSL: CA certificate file (PEM) to verify the brokers; empty: the system's CAs.",
+    ),
+    EnvVar(
+        "MODELMON_KAFKA_SSL_CERT",
+        "ssl_cert_location",
+        "",
+        _str,
+        "With SSL/SASL_SSL: client certificate file (PEM) for mutual TLS; needs MODELMON_KAFKA_SSL_KEY.",
+    ),
+    EnvVar(
+        "MODELMON_KAFKA_SSL_KEY",
+        "ssl_key_location",
+        "",
+        _str,
+        "With SSL/SASL_SSL: the client certificate's private key file (PEM, unencrypted).",
+    ),
 )
 
 _SECURITY_PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI")
 
 
 @dataclass(frozen=True)
@@ -377,6 +459,8 @@ class Settings:
     broker_port: int = 9092
     controller_port: int = 9093
     broker_heap: str = "512m"
+    broker_sasl_port: int = 0
+    broker_sasl_users: str = field(default="", repr=False)
     broker_start_timeout: float = 60.0
     topic_prefix: str = ""
     input_partitions: int = 8
@@ -451,6 +535,74 @@ class Settings:
             )
         if self.broker_port == self.controller_port:
             raise SettingsError("MODELMON_CONTROLLER_PORT: must differ from MODELMON_BROKER_PORT")
+        if self.broker_sasl_port in (self.broker_port, self.controller_port):
+            raise SettingsError(
+                "MODELMON_BROKER_SASL_PORT: must differ from MODELMON_BROKER_PORT and "
+                "MODELMON_CONTROLLER_PORT"
+            )
+        if self.broker_sasl_port and not self.broker_sasl_users:
+            raise SettingsError("MODELMON_BROKER_SASL_USERS: required when MODELMON_BROKER_SASL_PORT is set")
+        if self.broker_sasl_users and not self.broker_sasl_port:
+            raise SettingsError("MODELMON_BROKER_SASL_USERS: only used with MODELMON_BROKER_SASL_PORT")
+        self._validate_security()
+
+    def _validate_security(self) -> None:
+        """Refuse combinations a Kafka client would reject or silently ignore; name the variable."""
+        protocol = self.security_protocol.upper()
+        sasl = protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+        tls = protocol in ("SSL", "SASL_SSL")
+        where = f"(MODELMON_KAFKA_SECURITY_PROTOCOL is {protocol})"
+        mechanism = self.sasl_mechanism.upper()
+        sasl_vars = (
+            ("MODELMON_KAFKA_SASL_MECHANISM", mechanism),
+            ("MODELMON_KAFKA_SASL_USERNAME", self.sasl_username),
+            ("MODELMON_KAFKA_SASL_PASSWORD", self.sasl_password),
+        )
+        if not sasl:
+            for name, value in sasl_vars:
+                if value:
+                    raise SettingsError(f"{name}: only used with SASL_PLAINTEXT or SASL_SSL {where}")
+        elif not mechanism:
+            raise SettingsError(
+                f"MODELMON_KAFKA_SASL_MECHANISM: required with {protocol} "
+                f"(one of {', '.join(SASL_MECHANISMS)})"
+            )
+        elif mechanism not in SASL_MECHANISMS:
+            raise SettingsError(
+                f"MODELMON_KAFKA_SASL_MECHANISM: must be one of {', '.join(SASL_MECHANISMS)}, "
+                f"got {self.sasl_mechanism!r}"
+            )
+        elif mechanism == "GSSAPI":
+            for name, value in sasl_vars[1:]:
+                if value:
+                    raise SettingsError(f"{name}: not used with GSSAPI (Kerberos uses its ticket cache)")
+        else:
+            for name, value in sasl_vars[1:]:
+                if not value:
+                    raise SettingsError(f"{name}: required with MODELMON_KAFKA_SASL_MECHANISM={mechanism}")
+        files = (
+            ("MODELMON_KAFKA_SSL_CA", self.ssl_ca_location),
+            ("MODELMON_KAFKA_SSL_CERT", self.ssl_cert_location),
+            ("MODELMON_KAFKA_SSL_KEY", self.ssl_key_location),
+        )
+        if not tls:
+            for name, value in files:
+                if value:
+                    raise SettingsError(f"{name}: only used with SSL or SASL_SSL {where}")
+            return
+        if self.ssl_key_location and not self.ssl_cert_location:
+            raise SettingsError(
+                "MODELMON_KAFKA_SSL_KEY: needs MODELMON_KAFKA_SSL_CERT (the client certificate)"
+            )
+        if self.ssl_cert_location and not self.ssl_key_location:
+            raise SettingsError("MODELMON_KAFKA_SSL_CERT: needs MODELMON_KAFKA_SSL_KEY (its private key)")
+        for name, value in files:
+            if value and not os.access(value, os.R_OK):
+                why = "no such file" if not os.path.exists(value) else "not readable"
+                raise SettingsError(f"{name}: {why}: {value!r}")
+            if value and os.path.isdir(value):
+                raise SettingsError(f"{name}: is a folder, expected a PEM file: {value!r}")
+        self.ssl_context()  # a file that is not PEM is reported now, naming its variable
 
     # -- derived values -------------------------------------------------------------------------
 
@@ -466,8 +618,44 @@ class Settings:
 
     @property
     def bootstrap(self) -> str:
-        """The bootstrap servers every client connects to."""
-        return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+        """The bootstrap servers every client connects to (the local broker's SASL listener for SASL)."""
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        if self.broker_sasl_port and self.security_protocol.upper() == "SASL_PLAINTEXT":
+            return f"127.0.0.1:{self.broker_sasl_port}"
+        return f"127.0.0.1:{self.broker_port}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the worker's aiokafka clients (None without SSL/SASL_SSL).
+
+        Like librdkafka's defaults: the broker's certificate and host name are verified, against
+        MODELMON_KAFKA_SSL_CA or the system's CAs; a client certificate is presented when configured.
+        """
+        if self.security_protocol.upper() not in ("SSL", "SASL_SSL"):
+            return None
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ssl_ca_location or None)
+        except (ssl.SSLError, OSError) as exc:
+            raise SettingsError(f"MODELMON_KAFKA_SSL_CA: not a PEM CA certificate file ({exc})") from None
+        if self.ssl_cert_location:
+            try:
+                context.load_cert_chain(self.ssl_cert_location, self.ssl_key_location or None)
+            except (ssl.SSLError, OSError) as exc:
+                raise SettingsError(
+                    "MODELMON_KAFKA_SSL_CERT: the certificate or its key (MODELMON_KAFKA_SSL_KEY) "
+                    f"is not a matching, unencrypted PEM pair ({exc})"
+                ) from None
+        return context
+
+    def security_summary(self) -> str:
+        """How clients authenticate, for messages: protocol, mechanism and user; never the password."""
+        protocol = self.security_protocol.upper()
+        parts = [protocol]
+        if self.sasl_mechanism:
+            parts.append(self.sasl_mechanism.upper())
+        if self.sasl_username:
+            parts.append(f"user {self.sasl_username!r}")
+        return ", ".join(parts)
 
     @property
     def web_url(self) -> str:
@@ -501,7 +689,7 @@ class Settings:
         if protocol != "PLAINTEXT":
             conf["security.protocol"] = protocol
         if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.mechanism"] = self.sasl_mechanism.upper()
         if self.sasl_username:
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password:

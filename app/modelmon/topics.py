@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
 from .errors import ModelmonError
-from .kafka_clients import admin_client
+from .kafka_clients import admin_client, cluster_metadata
 from .settings import Settings
 
 INPUT_TOPICS = ("predictions", "ground-truth")
@@ -90,8 +90,8 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicResu
 
 
 def describe_partitions(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
-    """Partition count of every topic in the cluster."""
-    meta = admin_client(settings).list_topics(timeout=timeout_s)
+    """Partition count of every topic in the cluster (KafkaAuthError at once if the login is refused)."""
+    meta = cluster_metadata(settings, admin_client(settings), timeout_s)
     return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
 
 

@@ -35,6 +35,8 @@ from .aggregate import WindowAccumulator
 from .alerts.rules import RulesError, RuleSet, load_rules
 from .changelog import ChangelogError, ChangelogWriter
 from .feedback import FeedbackPolicy, feedback_record
+from .kafka_clients import faust_credentials
+from .outage import OutageClock
 from .partition import META_KEY_PREFIX, PartitionState, meta_record_key
 from .schemas import InvalidEvent, decode_ground_truth, decode_prediction
 from .settings import Settings
@@ -106,6 +108,9 @@ class Worker:
         self.app = _App(
             settings.group_id,
             broker=f"kafka://{settings.bootstrap}",
+            # The MODELMON_KAFKA_* security settings for Faust's aiokafka clients (librdkafka clients get
+            # them from kafka_clients): SASL, TLS or both, like the SDK and the CLI.
+            broker_credentials=faust_credentials(settings),
             store="rocksdb://" if settings.store == "rocksdb" else "memory://",
             datadir=str(settings.worker_dir),
             web_host=settings.web_host,
@@ -211,6 +216,8 @@ class Worker:
         # (topic, partition) -> (processed offset seen uncommitted, since when)
         self._commit_wait: dict[tuple[str, int], tuple[int, float]] = {}
         self._admin: Any = None
+        self.outage = OutageClock()  # broker reachability as the watchdog sees it (outage.py)
+        self._resend_on_replay = True  # until a rebuild has read the committed input offsets
         app.on_partitions_assigned.connect(self._on_rebalance)
         app.on_partitions_revoked.connect(self._on_rebalance)
 
@@ -271,15 +278,21 @@ class Worker:
         healthy worker always has stage-1 events. A fresh process recovers normally, and restarts are
         exact by design (see docs/architecture.md), so the watchdog restarts; it first logs every
         asyncio task's stack for diagnosis.
+
+        Not while the broker does not answer: then every stall is the outage, and a restarted process
+        could not start either. Stalls are measured from the broker's return (outage.py), which gives
+        Faust's clients the stall time to reconnect and resume on their own.
         """
         recovery = self.app.tables.recovery
         now = time.monotonic()
+        if not await self._broker_answers(now):
+            return
         if recovery.in_recovery:
             remaining = recovery.active_remaining_total()
             if self._recovery_progress is None or self._recovery_progress[1] != remaining:
                 self._recovery_progress = (now, remaining)
                 return
-            stalled = now - self._recovery_progress[0]
+            stalled = now - self.outage.since(self._recovery_progress[0])
             if stalled >= self.s.recovery_stall_s:
                 log.error(
                     "table recovery made no progress for %.0f s (%d changes left): restarting",
@@ -293,7 +306,7 @@ class Worker:
         if self._last_stage1 is None or not owns_inputs:
             self._last_stage1 = now
             return
-        idle = now - self._last_stage1
+        idle = now - self.outage.since(self._last_stage1)
         if idle >= self.s.recovery_stall_s + 10 * self.s.tick_interval_s:
             log.error("stage 1 processed no event (not even a tick) for %.0f s: restarting", idle)
             for task in asyncio.all_tasks():
@@ -308,6 +321,36 @@ class Worker:
                 self.s.recovery_stall_s,
             )
             restart_process()
+
+    async def _broker_answers(self, now: float) -> bool:
+        """Ask the broker for one topic's metadata (in a thread); log when an outage begins and ends."""
+        loop = asyncio.get_running_loop()
+        try:
+            reachable = await loop.run_in_executor(None, self._broker_reachable)
+        except Exception:  # the check itself failed: do not hold the watchdog back on that
+            reachable = True
+        was_down = self.outage.down
+        lasted = self.outage.observe(reachable, now)
+        if not reachable and not was_down:
+            log.warning(
+                "Kafka at %s does not answer: waiting for it, no watchdog restart until it does",
+                self.s.bootstrap,
+            )
+        elif lasted is not None:
+            log.warning(
+                "Kafka answers again after about %.0f s: resuming; stalls are measured from now", lasted
+            )
+        return reachable
+
+    def _broker_reachable(self, timeout_s: float = 4.0) -> bool:
+        """True when a metadata request for the predictions topic is answered within ``timeout_s``."""
+        from confluent_kafka import KafkaException
+
+        try:
+            meta = self.admin().list_topics(topic=self.pred_name, timeout=timeout_s)
+        except KafkaException:
+            return False
+        return bool(meta.brokers)
 
     async def _stuck_input_partitions(self, now: float) -> list[str]:
         """Owned input partitions with records past what we processed and no progress for the stall time.
@@ -330,7 +373,7 @@ class Worker:
         for key, (end, committed) in ends.items():
             # Until an event arrives, progress is measured from where the group's committed offset starts.
             offset, since = self._tp_progress.setdefault(key, (committed - 1, now))
-            if end - 1 > offset and now - since >= self.s.recovery_stall_s:
+            if end - 1 > offset and now - self.outage.since(since) >= self.s.recovery_stall_s:
                 stuck.append(f"{key[0]}-{key[1]}")
             elif end - 1 <= offset:
                 self._tp_progress[key] = (offset, now)  # caught up: nothing to wait for
@@ -342,7 +385,7 @@ class Worker:
             waited_offset, waiting_since = self._commit_wait.setdefault(key, (offset, now))
             if committed > waited_offset:
                 self._commit_wait[key] = (offset, now)
-            elif now - waiting_since >= self.s.recovery_stall_s:
+            elif now - self.outage.since(waiting_since) >= self.s.recovery_stall_s:
                 stuck.append(f"{key[0]}-{key[1]} (processed to {offset}, committed {committed})")
                 self._log_consumer_bookkeeping(key)
         return stuck
@@ -404,8 +447,31 @@ class Worker:
                 return
             log.info("rebalanced during the stage-1 rebuild: rebuilding again")
 
+    def _committed_inputs(self, partitions: set[int]) -> dict[tuple[str, int], int] | None:
+        """{(topic tag, partition): the group's committed offset} of the owned input partitions; None
+        when the admin API does not answer (then replays re-send feedback instead, see on_record)."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+        names = {self.pred_name: join.PRED_TOPIC, self.gt_name: join.GT_TOPIC}
+        group = ConsumerGroupTopicPartitions(
+            self.s.group_id, [TopicPartition(t, p) for t in names for p in sorted(partitions)]
+        )
+        try:
+            listed = self.admin().list_consumer_group_offsets([group], request_timeout=10)
+            tps = listed[self.s.group_id].result(15).topic_partitions
+        except Exception as exc:  # any failure: fall back to re-sending on replay
+            log.warning("committed input offsets unavailable (%s): feedback re-sent on replay", exc)
+            return None
+        return {(names[tp.topic], tp.partition): max(tp.offset, 0) for tp in tps}
+
     async def _rebuild_once(self) -> None:
         owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.pred_name}
+        committed = None
+        if self.feedback.enabled and owned:
+            loop = asyncio.get_running_loop()
+            committed = await loop.run_in_executor(None, self._committed_inputs, owned)
+        self._resend_on_replay = committed is None
+        resent = 0
         epoch = time.time_ns() // 1_000_000
         self.parts = {
             p: PartitionState(p, self.s.window_s, self.s.join_horizon_s, epoch, self.s.idle_advance_s)
@@ -428,6 +494,18 @@ class Worker:
             if state is not None:
                 state.restore(key, value)
                 counts[value["p"]] += 1
+                joined_at = value.get("j")
+                if (
+                    committed is not None
+                    and joined_at is not None
+                    and joined_at[1] >= committed.get((joined_at[0], value["p"]), 0)
+                    and self.feedback.sampled(key)
+                ):
+                    # Joined by an input not committed yet: its feedback record may have died with the
+                    # previous owner (the commit barrier only covers committed inputs). Re-send now
+                    # rather than on the replay, which Faust's consumer has been seen to skip.
+                    self.send_feedback(key.decode(), value)
+                    resent += 1
             read += 1
             if read % 5000 == 0:
                 self._last_stage1 = time.monotonic()
@@ -435,6 +513,8 @@ class Worker:
         for p, state in self.parts.items():
             state.finish_restore(metas.get(p))
             log.info("stage 1 partition %d rebuilt from %d join entries", p, counts[p])
+        if resent:
+            log.info("feedback re-sent for %d joins of uncommitted inputs", resent)
 
     async def _state(self, partition: int) -> PartitionState:
         if self.stale:
@@ -499,9 +579,14 @@ class Worker:
             outcome = join.apply_label(before, parsed, ts, msg.offset, msg.partition, self.s.join_horizon_s)
         self.counts[outcome.verdict] += 1
         if outcome.entry is None:
-            if before is not None and before.get("j") == [tag, msg.offset] and self.feedback.sampled(msg.key):
-                # the replay of the event that made the join: its feedback record may have been lost
-                # with the process (the commit barrier only covers committed inputs), so it goes again
+            if (
+                self._resend_on_replay
+                and before is not None
+                and before.get("j") == [tag, msg.offset]
+                and self.feedback.sampled(msg.key)
+            ):
+                # The rebuild could not read the committed offsets, so the replay of the event that
+                # made the join re-sends its feedback record (it may have died with the process).
                 self.send_feedback(parsed.request_id, before)
             return
         if state.is_final(join.owner(outcome.entry, self.s.window_s)[2]):
@@ -1093,11 +1178,19 @@ def _format_stack(task: asyncio.Task) -> list[str]:
     return [out.getvalue()]
 
 
+RESTARTS_ENV = "MODELMON_WORKER_RESTARTS"
+"""Set by :func:`restart_process` (how many times this process replaced itself); not a setting."""
+
+
 def restart_process() -> None:
-    """Replace this process with a fresh copy of itself (same command line and environment)."""
+    """Replace this process with a fresh copy of itself (same command line and environment).
+
+    The count of restarts goes along in the environment, so the new copy knows it is one and waits for
+    the broker as long as it takes (see :func:`run_worker`)."""
     import os
     import sys
 
+    os.environ[RESTARTS_ENV] = str(int(os.environ.get(RESTARTS_ENV) or 0) + 1)
     logging.shutdown()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
@@ -1129,14 +1222,44 @@ class _FaustWorker(faust.Worker):
             logger.setLevel(level)
 
 
+def _wait_for_cluster_after_restart(settings: Settings, restarts: int) -> None:
+    """A watchdog restart waits for Kafka without a deadline, saying so every 30 s.
+
+    A first start gives up after 30 s (a wrong address should fail loudly), but a restarted worker ran
+    before: its configuration is right and the broker is away (an outage, a rolling restart), so it
+    resumes when the broker returns instead of exiting and needing a person or a supervisor.
+    """
+    import sys
+
+    from .kafka_clients import KafkaUnavailable, wait_for_cluster
+
+    started = time.monotonic()
+    while True:
+        try:
+            wait_for_cluster(settings, timeout_s=30)
+            return
+        except KafkaUnavailable as exc:
+            print(
+                f"modelmon: worker restart {restarts}: still waiting for Kafka after "
+                f"{time.monotonic() - started:.0f} s ({exc})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Check the topics, then run the Faust worker until it is stopped (Ctrl-C / SIGTERM)."""
-    from .kafka_clients import wait_for_cluster
+    from .kafka_clients import check_aiokafka_login, wait_for_cluster
     from .topics import check_copartitioned, ensure_internal_topics
 
     if settings.alert_rules:
         load_rules(settings.alert_rules, settings.window_s)  # refuse an invalid file before starting anything
+    # Refused credentials end the worker here with one clear line (KafkaAuthError, exit 1): Faust's
+    # clients would retry them forever. Checked with librdkafka, then with aiokafka as Faust connects.
+    if os.environ.get(RESTARTS_ENV):
+        _wait_for_cluster_after_restart(settings, int(os.environ[RESTARTS_ENV]))
     wait_for_cluster(settings, timeout_s=30)
+    asyncio.run(check_aiokafka_login(settings))
     partitions = check_copartitioned(settings)
     ensure_internal_topics(
         settings,

@@ -11,6 +11,7 @@ from modelmon.settings import Settings
 
 def test_restarts_only_after_a_stall(monkeypatch, tmp_path):
     w = worker_module.Worker(Settings(home=str(tmp_path), recovery_stall_s=10.0), input_partitions=8)
+    monkeypatch.setattr(w, "_broker_reachable", lambda: True)
     clock = [1000.0]
     monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
     restarts = []
@@ -52,6 +53,7 @@ def test_restarts_when_stage1_stops(monkeypatch, tmp_path):
     w = worker_module.Worker(
         Settings(home=str(tmp_path), recovery_stall_s=10.0, tick_interval_s=1.0), input_partitions=8
     )
+    monkeypatch.setattr(w, "_broker_reachable", lambda: True)
     clock = [1000.0]
     monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
     restarts = []
@@ -77,4 +79,44 @@ def test_restarts_when_stage1_stops(monkeypatch, tmp_path):
     at(19)
     assert restarts == []
     at(2)
+    assert len(restarts) == 1
+
+
+def test_no_restart_while_the_broker_is_away_and_stalls_count_from_its_return(monkeypatch, tmp_path):
+    """A broker outage stops stage 1; restarting cannot help, so the watchdog waits for the broker and
+    gives Faust the stall time after its return (issue 8, broker faults)."""
+    w = worker_module.Worker(
+        Settings(home=str(tmp_path), recovery_stall_s=10.0, tick_interval_s=1.0), input_partitions=8
+    )
+    up = [True]
+    monkeypatch.setattr(w, "_broker_reachable", lambda: up[0])
+    clock = [1000.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+    restarts = []
+    monkeypatch.setattr(worker_module, "restart_process", lambda: restarts.append(clock[0]))
+    monkeypatch.setattr(
+        type(w.app.tables),
+        "recovery",
+        property(lambda self: SimpleNamespace(in_recovery=False, active_remaining_total=lambda: 0)),
+    )
+    owned = [SimpleNamespace(topic=w.ticks_name, partition=0)]
+    monkeypatch.setattr(
+        type(w.app), "consumer", property(lambda self: SimpleNamespace(assignment=lambda: owned))
+    )
+
+    def at(seconds: float) -> None:
+        clock[0] += seconds
+        asyncio.run(w.watch_recovery())
+
+    at(0)  # starts the clock: the last stage-1 event
+    up[0] = False
+    for _ in range(12):  # 60 s of outage, far past the 20 s idle limit
+        at(5)
+    assert restarts == [] and w.outage.down and w.outage.outages == 1
+    up[0] = True
+    at(5)  # back: idle is measured from here, not from the last event before the outage
+    assert restarts == [] and not w.outage.down
+    at(19)
+    assert restarts == []
+    at(2)  # 21 s after the return without a stage-1 event: a real stall
     assert len(restarts) == 1

@@ -163,11 +163,15 @@ def topic_partitions(consumer: Any, topic: str, timeout_s: float = 10.0) -> list
     """Partition ids of ``topic``; a clear error when Kafka does not answer or the topic is missing."""
     from confluent_kafka import KafkaException
 
-    from ..kafka_clients import KafkaUnavailable
+    from ..kafka_clients import KafkaUnavailable, auth_error
 
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s)
     except KafkaException as exc:
+        consumer.poll(0)  # not subscribed yet: only serves error_cb, so a refused login says so
+        refused = auth_error(None, consumer)
+        if refused is not None:
+            raise refused from None
         err = exc.args[0] if exc.args else exc
         detail = err.str() if hasattr(err, "str") else str(err)
         raise KafkaUnavailable(

@@ -35,6 +35,12 @@ FORWARDED_HEADER = "X-Modelmon-Forwarded"  # set on forwarded requests: never fo
 FORWARD_TIMEOUT_S = 10.0
 PUBLIC_PATHS = ("/health", "/ready", "/", "/static/")
 JSON = "application/json"
+# Request bounds, checked before routing and authentication (JSON errors). aiohttp's HTTP parser refuses
+# a request line or one header above 8190 bytes, or more than 128 headers, itself (plain-text 400).
+MAX_PATH_CHARS = 512  # the longest real path: /api/v1/models/<128-character model>/windows
+MAX_QUERY_CHARS = 2048  # every parameter is at most views.MAX_PARAM_CHARS (256)
+MAX_QUERY_PARAMS = 16
+MAX_HEADER_BYTES = 16384  # all header names and values together
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -85,6 +91,7 @@ class Api:
 
     def install(self, app: web.Application) -> None:
         app.middlewares.append(self._errors)
+        app.middlewares.append(self._limits)
         app.middlewares.append(self._cors)
         app.middlewares.append(self._auth)
         r = app.router
@@ -128,6 +135,14 @@ class Api:
         except Exception:
             log.exception("web: %s %s failed", request.method, request.path)
             return error_response(500, "internal", "internal error (logged by the worker)")
+
+    @web.middleware
+    async def _limits(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Bounded requests: path, query string, headers; no endpoint takes a body."""
+        refused = request_limit_error(request)
+        if refused is not None:
+            return refused
+        return await handler(request)
 
     @web.middleware
     async def _cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -224,7 +239,8 @@ class Api:
         if owner is None or request.headers.get(FORWARDED_HEADER):
             raise NotReady(f"the owner of partition {q} of model {model!r} is not known yet (rebalancing)")
         status, body = await self._forward(request, owner)
-        return json_response(body, status)
+        # The owner's 503 (rebalancing, recovering) carries Retry-After; the relayed answer must too.
+        return json_response(body, status, {"Retry-After": "5"} if status == 503 else None)
 
     async def _gather(self, request: web.Request, local: Callable[[], list[Any]], field: str) -> list[Any]:
         """This worker's items plus every other owner's (list endpoints)."""
@@ -309,6 +325,27 @@ class Api:
 
     async def dashboard(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def request_limit_error(request: web.BaseRequest) -> web.Response | None:
+    """The JSON error for a request over the bounds above, or None when it is within them."""
+    if len(request.raw_path.partition("?")[0]) > MAX_PATH_CHARS:
+        return error_response(414, "uri_too_long", f"the path is longer than {MAX_PATH_CHARS} characters")
+    if len(request.query_string) > MAX_QUERY_CHARS:
+        return error_response(
+            414, "uri_too_long", f"the query string is longer than {MAX_QUERY_CHARS} characters"
+        )
+    if len(request.query) > MAX_QUERY_PARAMS:
+        return error_response(400, "bad_request", f"more than {MAX_QUERY_PARAMS} query parameters")
+    if sum(len(k) + len(v) for k, v in request.raw_headers) > MAX_HEADER_BYTES:
+        return error_response(
+            431, "headers_too_large", f"the request headers are larger than {MAX_HEADER_BYTES} bytes"
+        )
+    if request.body_exists or (request.content_length or 0) > 0:
+        return error_response(
+            413, "payload_too_large", "no endpoint takes a request body", headers={"Connection": "close"}
+        )
+    return None
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str] | None:

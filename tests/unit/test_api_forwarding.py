@@ -1,0 +1,53 @@
+"""A model's request forwarded to its owner: the owner's answer is relayed, and a 503 (owner rebalancing or
+recovering) keeps saying when to retry, like a 503 this worker raises itself (seen in the rebalance test:
+relayed 503s had lost Retry-After)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from aiohttp.test_utils import make_mocked_request
+
+from modelmon.web.api import Api
+
+
+def _api(answer: tuple[int, Any]) -> Api:
+    """An Api of a worker that owns no stage-2 partition, whose forwarding returns ``answer``."""
+    api = object.__new__(Api)
+    api.s = SimpleNamespace(worker_id="w1", output_partitions=4)
+    api.r = SimpleNamespace(
+        not_ready_reason=lambda: None,
+        model_partition=lambda model: 1,
+        owned_outputs=lambda: set(),
+        partition_owners=lambda: {1: "http://owner:6066"},
+    )
+
+    async def forward(request: Any, url: str, *, local: bool = False) -> tuple[int, Any]:
+        assert url == "http://owner:6066"
+        return answer
+
+    api._forward = forward  # type: ignore[method-assign]
+    return api
+
+
+def _relay(answer: tuple[int, Any]) -> Any:
+    request = make_mocked_request("GET", "/api/v1/models/clf", match_info={"model": "clf"})
+    return asyncio.run(_api(answer)._for_model(request, lambda: {"local": True}))
+
+
+def test_a_relayed_503_keeps_retry_after() -> None:
+    body = {"error": {"status": 503, "code": "not_ready", "message": "worker w2 is not ready: rebalancing"}}
+    response = _relay((503, body))
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "5"
+    assert orjson.loads(response.body) == body
+
+
+def test_a_relayed_200_is_the_owners_answer() -> None:
+    response = _relay((200, {"model": "clf", "versions": []}))
+    assert response.status == 200
+    assert "Retry-After" not in response.headers
+    assert orjson.loads(response.body) == {"model": "clf", "versions": []}

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv system-deps demo test profile bench-platform bench-detection test-unit test-integration bench lint format broker-start broker-stop clean
+.PHONY: all venv system-deps demo test profile bench-platform bench-detection test-unit test-integration test-faults bench lint format broker-start broker-stop clean
 
 all: test
 
@@ -47,17 +47,45 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# Checkers of the deployment files (tests/unit/test_deploy.py): the `docker compose` CLI plugin (for
+# `docker compose config`; no Docker engine needed) and kubeconform, built from the Go module proxy at the
+# versions pinned in deploy/tools/go.mod into .cache/tools/ (about 5 minutes the first time, then cached).
+GO          ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+TOOLS_DIR   := .cache/tools
+COMPOSE_BIN := $(TOOLS_DIR)/docker/cli-plugins/docker-compose
+KUBECONFORM := $(TOOLS_DIR)/bin/kubeconform
+
+$(COMPOSE_BIN): deploy/tools/go.mod deploy/tools/go.sum
+	@command -v $(GO) >/dev/null || { echo "make: Go is required to build the deployment checkers"; exit 1; }
+	cd deploy/tools && $(GO) build -trimpath -o $(abspath $@) \
+	  -ldflags "-s -w -X github.com/docker/compose/v5/internal.Version=$$($(GO) list -m -f '{{.Version}}' github.com/docker/compose/v5)" \
+	  github.com/docker/compose/v5/cmd
+
+$(KUBECONFORM): deploy/tools/go.mod deploy/tools/go.sum
+	@command -v $(GO) >/dev/null || { echo "make: Go is required to build the deployment checkers"; exit 1; }
+	cd deploy/tools && $(GO) build -trimpath -o $(abspath $@) \
+	  -ldflags "-s -w -X main.version=$$($(GO) list -m -f '{{.Version}}' github.com/yannh/kubeconform)" \
+	  github.com/yannh/kubeconform/cmd/kubeconform
+
+.PHONY: deploy-tools
+deploy-tools: $(COMPOSE_BIN) $(KUBECONFORM)
+
 demo: $(STAMP) system-deps
 	$(PY) -m modelmon.demo
 
-test: $(STAMP) system-deps
+# Every test: unit, integration and the fault suite (tests/faults: kill -9, broker outage, rebalances).
+test: $(STAMP) system-deps deploy-tools
 	$(PY) -m pytest tests
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) deploy-tools
 	$(PY) -m pytest tests/unit
 
 test-integration: $(STAMP) system-deps
 	$(PY) -m pytest tests/integration
+
+# The fault suite alone (each test starts what it breaks: workers, and a broker of its own for outages).
+test-faults: $(STAMP) system-deps
+	$(PY) -m pytest tests/faults
 
 # Benchmarks print their figures and rewrite their sections of docs/benchmarks.md.
 # Throughput, freshness, memory, recovery, alert detection and API latency in about 30 minutes on 2 cores: throughput

@@ -5,8 +5,10 @@ once; "ready" means an AdminClient metadata call answers, not merely an open por
 MODELMON_KAFKA_BOOTSTRAP names a cluster, nothing here starts or stops anything.
 
 With MODELMON_BROKER_SASL_PORT the broker also listens for SASL_PLAINTEXT clients (mechanism PLAIN, the
-users of MODELMON_BROKER_SASL_USERS), so SASL can be tried locally; the PLAINTEXT listener stays for the
-controller, inter-broker traffic and the readiness probe, on 127.0.0.1 only.
+users of MODELMON_BROKER_SASL_USERS), so SASL can be tried locally; with MODELMON_BROKER_SSL_PORT it
+listens for SSL clients too (certificate MODELMON_BROKER_SSL_CERT/_KEY; client certificates required when
+MODELMON_BROKER_SSL_CLIENT_CA is set). The PLAINTEXT listener stays for the controller, inter-broker
+traffic and the readiness probe, on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -119,8 +121,36 @@ def _sasl_properties(settings: Settings) -> list[str]:
     ]
 
 
-def _server_properties(settings: Settings, data_dir: Path) -> str:
+def _ssl_properties(settings: Settings, keystore: Path) -> list[str]:
+    """The SSL listener: a PEM key store (key + certificate chain) and, for mutual TLS, a PEM trust store."""
+    props = [
+        "listener.name.ssl.ssl.keystore.type=PEM",
+        f"listener.name.ssl.ssl.keystore.location={keystore}",
+    ]
+    if settings.broker_ssl_client_ca:
+        props += [
+            "listener.name.ssl.ssl.truststore.type=PEM",
+            f"listener.name.ssl.ssl.truststore.location={Path(settings.broker_ssl_client_ca).resolve()}",
+            "listener.name.ssl.ssl.client.auth=required",
+        ]
+    else:
+        props.append("listener.name.ssl.ssl.client.auth=none")
+    return props
+
+
+def _write_keystore(settings: Settings, path: Path) -> None:
+    """Kafka's PEM key store file: the private key, then the certificate chain (mode 0600)."""
+    key = Path(settings.broker_ssl_key).read_text().strip()
+    chain = Path(settings.broker_ssl_cert).read_text().strip()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{key}\n{chain}\n")
+
+
+def _server_properties(settings: Settings, data_dir: Path, keystore: Path | None = None) -> str:
     bp, cp, sp = settings.broker_port, settings.controller_port, settings.broker_sasl_port
+    tp = settings.broker_ssl_port
     listeners = f"PLAINTEXT://127.0.0.1:{bp},CONTROLLER://127.0.0.1:{cp}"
     advertised = f"PLAINTEXT://127.0.0.1:{bp}"
     protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
@@ -128,6 +158,10 @@ def _server_properties(settings: Settings, data_dir: Path) -> str:
         listeners += f",SASL_PLAINTEXT://127.0.0.1:{sp}"
         advertised += f",SASL_PLAINTEXT://127.0.0.1:{sp}"
         protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    if tp:
+        listeners += f",SSL://127.0.0.1:{tp}"
+        advertised += f",SSL://127.0.0.1:{tp}"
+        protocols += ",SSL:SSL"
     return "\n".join(
         [
             "# Written by `modelmon broker start`; regenerated on every start.",
@@ -140,6 +174,7 @@ def _server_properties(settings: Settings, data_dir: Path) -> str:
             "inter.broker.listener.name=PLAINTEXT",
             f"listener.security.protocol.map={protocols}",
             *(_sasl_properties(settings) if sp else []),
+            *(_ssl_properties(settings, keystore or data_dir.parent / "keystore.pem") if tp else []),
             f"log.dirs={data_dir}",
             "num.partitions=1",
             "default.replication.factor=1",
@@ -195,6 +230,10 @@ class LocalBroker:
                 ssl_key_location="",
                 broker_sasl_port=0,
                 broker_sasl_users="",
+                broker_ssl_port=0,
+                broker_ssl_cert="",
+                broker_ssl_key="",
+                broker_ssl_client_ca="",
             )
         self.log = log
         self.dir = settings.broker_dir
@@ -271,6 +310,7 @@ class LocalBroker:
             (s.broker_port, "MODELMON_BROKER_PORT"),
             (s.controller_port, "MODELMON_CONTROLLER_PORT"),
             (s.broker_sasl_port, "MODELMON_BROKER_SASL_PORT"),
+            (s.broker_ssl_port, "MODELMON_BROKER_SSL_PORT"),
         ):
             if port and not _port_free(port):
                 raise BrokerError(
@@ -281,10 +321,15 @@ class LocalBroker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.dir / "server.properties"
+        keystore = self.dir / "keystore.pem"
+        if s.broker_ssl_port:
+            _write_keystore(s, keystore)
+        else:
+            keystore.unlink(missing_ok=True)
         fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold SASL passwords
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(_server_properties(s, self.data_dir))
+            fh.write(_server_properties(s, self.data_dir, keystore))
         (self.dir / "log4j2.properties").write_text(_LOG4J2)
         classpath = f"{jars}/*"
         self._format(java, classpath, props)
@@ -363,10 +408,15 @@ class LocalBroker:
 
     def _format(self, java: str, classpath: str, props: Path) -> None:
         id_file = self.dir / "cluster.id"
-        if not id_file.exists():
-            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+        formatted = (self.data_dir / "meta.properties").exists()
+        # An id starting with "-" reads as an option to the storage tool (Kafka's own ids avoid it too).
+        if not id_file.exists() or (not formatted and id_file.read_text().startswith("-")):
+            cluster_id = "-"
+            while cluster_id.startswith("-"):
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            id_file.write_text(cluster_id + "\n")
         cluster_id = id_file.read_text().strip()
-        if (self.data_dir / "meta.properties").exists():
+        if formatted:
             return
         proc = subprocess.run(
             [

@@ -22,6 +22,8 @@ once per event:
     ll  labels that came after the prediction expired
     dp, dl, rl   duplicate predictions, duplicate labels, relabels
     j   [topic tag, offset] of the event that completed the join (its replay re-sends the feedback record)
+    mw  [model, window] of the label that came first and whose counts the prediction turned into late
+        labels (the label fields are dropped then); see moved_from
     x   expiry state: "u" unmatched prediction, "o" orphan label
     o   {"p": max prediction offset absorbed, "g": max ground-truth offset absorbed}
 """
@@ -161,6 +163,8 @@ def apply_prediction(
     if "l" in new and abs(new["lt"] - ts) > horizon_s:
         # Too far apart to join. End in the state the other arrival order gives: the prediction is
         # unmatched and every label seen for it counts as a late label.
+        if new.get("dl") or new.get("rl"):
+            new["mw"] = [new.get("lm", UNKNOWN_MODEL), window_start(new["lt"], window_size_s)]
         new["ll"] = new.get("ll", 0) + 1 + new.pop("dl", 0) + new.pop("rl", 0)
         for field in ("l", "lt", "lm"):
             new.pop(field, None)
@@ -237,6 +241,25 @@ def owner(entry: Entry, window_size_s: float) -> tuple[str, str | None, float]:
     if "pt" in entry:
         return entry["m"], entry["v"], entry["w"]
     return entry.get("lm", UNKNOWN_MODEL), None, window_start(entry["lt"], window_size_s)
+
+
+def moved_from(entry: Entry, window_size_s: float) -> tuple[str, str | None, float] | None:
+    """The label's window this entry's counters were booked to before its prediction came, if any.
+
+    Duplicate labels and relabels of a label that came first count in the label's window (see
+    :func:`owner`) and move to the prediction's when it arrives. A new owner of the partition (rebalance,
+    restart) folds the entry with its counts already moved, so it holds nothing for the label's window
+    and would never send it; stage 2 would keep the previous owner's last snapshot of it, counts
+    included, if that owner lost the partition before its next tick sent the move. The new owner sends
+    this window again to replace it.
+    """
+    if "pt" not in entry:
+        return None
+    if "mw" in entry:
+        return entry["mw"][0], None, entry["mw"][1]
+    if "lt" in entry and (entry.get("dl") or entry.get("rl")) and entry.get("j", ("",))[0] == PRED_TOPIC:
+        return entry.get("lm", UNKNOWN_MODEL), None, window_start(entry["lt"], window_size_s)
+    return None
 
 
 def effects(entry: Entry, window_size_s: float) -> Effects:

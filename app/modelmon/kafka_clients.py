@@ -11,6 +11,7 @@ callers fail at once with :class:`KafkaAuthError` instead of retrying until a ti
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -34,6 +35,9 @@ class KafkaAuthError(ModelmonError):
 
 
 _AUTH_CODES = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL}
+# A TLS alert from the broker (OpenSSL: "ssl/tls alert bad certificate", "tlsv13 alert certificate
+# required", ...): it refused our certificate or handshake. librdkafka reports it as a transport error.
+_TLS_ALERT = re.compile(r"(ssl/tls|sslv3|tlsv1\d*) alert ", re.IGNORECASE)
 
 
 class _ErrorWatch:
@@ -44,7 +48,7 @@ class _ErrorWatch:
 
     def __call__(self, err: KafkaError) -> None:
         text = err.str()
-        if err.code() in _AUTH_CODES or "SSL handshake failed" in text:
+        if err.code() in _AUTH_CODES or "SSL handshake failed" in text or _TLS_ALERT.search(text):
             self.auth_error = text
         _RDKAFKA_LOG.debug("librdkafka error: %s", text)
 
@@ -88,9 +92,26 @@ def auth_error(settings: Settings | None, client: Any) -> KafkaAuthError | None:
         return None
     who = f"Kafka at {settings.bootstrap}" if settings else "Kafka"
     how = f" ({settings.security_summary()})" if settings else ""
-    return KafkaAuthError(
-        f"{who} refused to authenticate this client{how}: {watch.auth_error}; check "
-        "MODELMON_KAFKA_SECURITY_PROTOCOL and the MODELMON_KAFKA_SASL_* / MODELMON_KAFKA_SSL_* settings"
+    what, check = _refusal(watch.auth_error)
+    return KafkaAuthError(f"{who} {what}{how}: {watch.auth_error}; {check}")
+
+
+def _refusal(detail: str) -> tuple[str, str]:
+    """What a login/TLS error text means and which settings to check, for a one-line message."""
+    if "certificate verify failed" in detail.lower():
+        return (
+            "has a TLS certificate this client does not trust",
+            "check MODELMON_KAFKA_SSL_CA (the CA that signed the brokers' certificates)",
+        )
+    if _TLS_ALERT.search(detail):
+        return (
+            "refused this client's TLS handshake (no client certificate, or one it does not trust)",
+            "check MODELMON_KAFKA_SSL_CERT and MODELMON_KAFKA_SSL_KEY (mutual TLS)",
+        )
+    return (
+        "refused to authenticate this client",
+        "check MODELMON_KAFKA_SECURITY_PROTOCOL and the MODELMON_KAFKA_SASL_* / MODELMON_KAFKA_SSL_* "
+        "settings",
     )
 
 
@@ -204,10 +225,14 @@ async def check_aiokafka_login(settings: Settings, timeout_s: float = 15.0) -> N
             conn = await asyncio.wait_for(create_conn(host, int(port), **auth), timeout_s)
         except (AioKafkaError, asyncio.TimeoutError, OSError, ValueError) as exc:
             last = f"{server}: {type(exc).__name__}: {exc}"
-            if _looks_like_auth(exc):
+            cause = _auth_cause(exc)
+            if cause is not None:
+                what, check = _refusal(str(cause))
+                if what.startswith("refused to authenticate"):
+                    what = "refused the worker's aiokafka login"
                 raise KafkaAuthError(
-                    f"Kafka at {server} refused the worker's aiokafka login ({settings.security_summary()}): "
-                    f"{exc or type(exc).__name__}"
+                    f"Kafka at {server} {what} ({settings.security_summary()}): "
+                    f"{cause or type(cause).__name__}; {check}"
                 ) from None
             continue
         try:
@@ -220,11 +245,20 @@ async def check_aiokafka_login(settings: Settings, timeout_s: float = 15.0) -> N
     raise KafkaUnavailable(f"the worker's aiokafka client could not reach Kafka ({last})")
 
 
-def _looks_like_auth(exc: BaseException) -> bool:
+def _auth_cause(exc: BaseException) -> BaseException | None:
+    """The login or TLS failure behind an aiokafka connection error (aiokafka wraps a TLS alert from the
+    broker in "Connection ... closed"), or None when the error is not one."""
     import ssl
 
     from aiokafka.errors import AuthenticationFailedError, SaslAuthenticationFailed
 
-    if isinstance(exc, (AuthenticationFailedError, SaslAuthenticationFailed, ssl.SSLError)):
-        return True
-    return "authentication" in str(exc).lower() or "SASL" in str(exc)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        if isinstance(seen, (AuthenticationFailedError, SaslAuthenticationFailed)):
+            return seen
+        seen = seen.__cause__
+    if "authentication" in str(exc).lower() or "SASL" in str(exc):
+        return exc
+    return None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .aggregate import WindowAccumulator
-from .join import Effects, Entry, effect_delta, effects, expires_at, settles_at, window_start
+from .join import Effects, Entry, effect_delta, effects, expires_at, moved_from, settles_at, window_start
 
 WindowKey = tuple[str, str | None, float]  # (model, model_version, window start)
 
@@ -173,6 +173,10 @@ class PartitionState:
         newest prediction and the newest label time among the entries.
         """
         self.apply_change(request_id, None, entry)
+        moved = moved_from(entry, self.window_s)
+        if moved is not None and moved not in self.accs:
+            # Sent (empty) with the rest, so it replaces the previous owner's snapshot of that window.
+            self.accs[moved] = WindowAccumulator()
         self.note_offsets(entry["o"])
         restored = self._restored_max
         if "pt" in entry and entry["pt"] > restored.get("p", float("-inf")):

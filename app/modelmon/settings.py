@@ -234,6 +234,36 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "Users of the local broker's SASL listener: 'user:password,...' (never logged).",
     ),
     EnvVar(
+        "MODELMON_BROKER_SSL_PORT",
+        "broker_ssl_port",
+        "0",
+        _optional_port,
+        "Also open an SSL (TLS) listener on this port of the local broker; 0: none. Clients use it when "
+        "MODELMON_KAFKA_SECURITY_PROTOCOL=SSL. Needs MODELMON_BROKER_SSL_CERT and MODELMON_BROKER_SSL_KEY.",
+    ),
+    EnvVar(
+        "MODELMON_BROKER_SSL_CERT",
+        "broker_ssl_cert",
+        "",
+        _str,
+        "The local broker's TLS certificate (PEM, the chain after it if any), valid for 127.0.0.1.",
+    ),
+    EnvVar(
+        "MODELMON_BROKER_SSL_KEY",
+        "broker_ssl_key",
+        "",
+        _str,
+        "Its private key (PEM, unencrypted PKCS#8: '-----BEGIN PRIVATE KEY-----').",
+    ),
+    EnvVar(
+        "MODELMON_BROKER_SSL_CLIENT_CA",
+        "broker_ssl_client_ca",
+        "",
+        _str,
+        "CA certificate (PEM): when set, the SSL listener requires client certificates it signed "
+        "(mutual TLS); empty: no client certificates.",
+    ),
+    EnvVar(
         "MODELMON_BROKER_START_TIMEOUT",
         "broker_start_timeout",
         "60",
@@ -461,6 +491,10 @@ class Settings:
     broker_heap: str = "512m"
     broker_sasl_port: int = 0
     broker_sasl_users: str = field(default="", repr=False)
+    broker_ssl_port: int = 0
+    broker_ssl_cert: str = ""
+    broker_ssl_key: str = ""
+    broker_ssl_client_ca: str = ""
     broker_start_timeout: float = 60.0
     topic_prefix: str = ""
     input_partitions: int = 8
@@ -544,7 +578,57 @@ class Settings:
             raise SettingsError("MODELMON_BROKER_SASL_USERS: required when MODELMON_BROKER_SASL_PORT is set")
         if self.broker_sasl_users and not self.broker_sasl_port:
             raise SettingsError("MODELMON_BROKER_SASL_USERS: only used with MODELMON_BROKER_SASL_PORT")
+        self._validate_broker_tls()
         self._validate_security()
+
+    def _validate_broker_tls(self) -> None:
+        """The local broker's SSL listener: its port, certificate, key and client CA (one line each)."""
+        files = (
+            ("MODELMON_BROKER_SSL_CERT", self.broker_ssl_cert),
+            ("MODELMON_BROKER_SSL_KEY", self.broker_ssl_key),
+            ("MODELMON_BROKER_SSL_CLIENT_CA", self.broker_ssl_client_ca),
+        )
+        if not self.broker_ssl_port:
+            for name, value in files:
+                if value:
+                    raise SettingsError(f"{name}: only used with MODELMON_BROKER_SSL_PORT")
+            return
+        if self.broker_ssl_port in (self.broker_port, self.controller_port, self.broker_sasl_port):
+            raise SettingsError(
+                "MODELMON_BROKER_SSL_PORT: must differ from MODELMON_BROKER_PORT, MODELMON_CONTROLLER_PORT "
+                "and MODELMON_BROKER_SASL_PORT"
+            )
+        for name, value in files:
+            if not value:
+                if name != "MODELMON_BROKER_SSL_CLIENT_CA":
+                    raise SettingsError(f"{name}: required when MODELMON_BROKER_SSL_PORT is set")
+                continue
+            if not os.access(value, os.R_OK):
+                why = "no such file" if not os.path.exists(value) else "not readable"
+                raise SettingsError(f"{name}: {why}: {value!r}")
+            if os.path.isdir(value):
+                raise SettingsError(f"{name}: is a folder, expected a PEM file: {value!r}")
+        # Kafka's PEM key store reads PKCS#8 keys only (openssl pkcs8 -topk8 -nocrypt converts others).
+        with open(self.broker_ssl_key, encoding="ascii", errors="replace") as fh:
+            if "-----BEGIN PRIVATE KEY-----" not in fh.read():
+                raise SettingsError(
+                    "MODELMON_BROKER_SSL_KEY: expected an unencrypted PKCS#8 PEM key "
+                    "('-----BEGIN PRIVATE KEY-----'; convert with `openssl pkcs8 -topk8 -nocrypt`)"
+                )
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.broker_ssl_cert, self.broker_ssl_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise SettingsError(
+                "MODELMON_BROKER_SSL_CERT: the certificate and its key (MODELMON_BROKER_SSL_KEY) are not "
+                f"a matching PEM pair ({exc})"
+            ) from None
+        if self.broker_ssl_client_ca:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(self.broker_ssl_client_ca)
+            except (ssl.SSLError, OSError) as exc:
+                raise SettingsError(
+                    f"MODELMON_BROKER_SSL_CLIENT_CA: not a PEM CA certificate file ({exc})"
+                ) from None
 
     def _validate_security(self) -> None:
         """Refuse combinations a Kafka client would reject or silently ignore; name the variable."""
@@ -618,11 +702,13 @@ class Settings:
 
     @property
     def bootstrap(self) -> str:
-        """The bootstrap servers every client connects to (the local broker's SASL listener for SASL)."""
+        """The bootstrap servers every client connects to (the local broker's SASL/SSL listener for those)."""
         if self.kafka_bootstrap:
             return self.kafka_bootstrap
         if self.broker_sasl_port and self.security_protocol.upper() == "SASL_PLAINTEXT":
             return f"127.0.0.1:{self.broker_sasl_port}"
+        if self.broker_ssl_port and self.security_protocol.upper() == "SSL":
+            return f"127.0.0.1:{self.broker_ssl_port}"
         return f"127.0.0.1:{self.broker_port}"
 
     def ssl_context(self) -> ssl.SSLContext | None:

@@ -19,6 +19,7 @@ import asyncio
 import base64
 import logging
 import os
+import threading
 import time
 from bisect import bisect_left
 from collections import defaultdict
@@ -216,6 +217,8 @@ class Worker:
         # (topic, partition) -> (processed offset seen uncommitted, since when)
         self._commit_wait: dict[tuple[str, int], tuple[int, float]] = {}
         self._admin: Any = None
+        self._offsets_reader: Any = None  # committed offsets (see committed_offsets)
+        self._offsets_lock = threading.Lock()
         self.outage = OutageClock()  # broker reachability as the watchdog sees it (outage.py)
         self._resend_on_replay = True  # until a rebuild has read the committed input offsets
         app.on_partitions_assigned.connect(self._on_rebalance)
@@ -368,6 +371,10 @@ class Worker:
             )
         except Exception as exc:
             log.warning("end-offset look-up failed: %s", exc)
+            if "LEADER_EPOCH" in str(exc):
+                # After a broker restart librdkafka's admin ListOffsets keeps sending the leader epoch it
+                # had cached, and fails until its metadata is refreshed (minutes): start a fresh client.
+                self._admin = None
             return []
         stuck = []
         for key, (end, committed) in ends.items():
@@ -416,9 +423,31 @@ class Worker:
             self._admin = admin_client(self.s)
         return self._admin
 
+    def committed_offsets(
+        self, tps: list[tuple[str, int]], timeout_s: float = 10.0
+    ) -> dict[tuple[str, int], int]:
+        """{(topic, partition): the group's committed offset} (negative: none yet; a partition whose
+        look-up failed is left out), read by a consumer of the group that never joins it; thread-safe.
+
+        Not AdminClient.list_consumer_group_offsets: librdkafka's coordinator requests of the admin API
+        can abort the whole process (assertion `eonce->refcnt > 0`, librdkafka issues 4605 and 3663) when
+        the connection to the coordinator drops, which every broker outage does; it killed a worker in
+        tests/faults/test_broker_outage.py. The consumer's offset fetch does not take that path.
+        """
+        from confluent_kafka import TopicPartition
+
+        from .kafka_clients import consumer
+
+        with self._offsets_lock:
+            if self._offsets_reader is None:
+                self._offsets_reader = consumer(self.s, group_id=self.s.group_id)
+            reader = self._offsets_reader
+        listed = reader.committed([TopicPartition(t, p) for t, p in tps], timeout=timeout_s)
+        return {(tp.topic, tp.partition): tp.offset for tp in listed if tp.error is None}
+
     def _end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
         """{(topic, partition): (log end offset, the group's committed offset or 0)} via the admin API."""
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka import TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
         request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in tps}
@@ -426,9 +455,7 @@ class Worker:
             (tp.topic, tp.partition): fut.result().offset
             for tp, fut in self.admin().list_offsets(request, request_timeout=10).items()
         }
-        group = ConsumerGroupTopicPartitions(self.s.group_id, [TopicPartition(t, p) for t, p in tps])
-        listed = self.admin().list_consumer_group_offsets([group])[self.s.group_id].result(10)
-        committed = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in listed.topic_partitions}
+        committed = {key: max(offset, 0) for key, offset in self.committed_offsets(tps, 10.0).items()}
         return {key: (end, committed.get(key, 0)) for key, end in ends.items()}
 
     # -- stage 1 -------------------------------------------------------------------------------------
@@ -450,19 +477,13 @@ class Worker:
     def _committed_inputs(self, partitions: set[int]) -> dict[tuple[str, int], int] | None:
         """{(topic tag, partition): the group's committed offset} of the owned input partitions; None
         when the admin API does not answer (then replays re-send feedback instead, see on_record)."""
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
         names = {self.pred_name: join.PRED_TOPIC, self.gt_name: join.GT_TOPIC}
-        group = ConsumerGroupTopicPartitions(
-            self.s.group_id, [TopicPartition(t, p) for t in names for p in sorted(partitions)]
-        )
         try:
-            listed = self.admin().list_consumer_group_offsets([group], request_timeout=10)
-            tps = listed[self.s.group_id].result(15).topic_partitions
+            listed = self.committed_offsets([(t, p) for t in names for p in sorted(partitions)], 15.0)
         except Exception as exc:  # any failure: fall back to re-sending on replay
             log.warning("committed input offsets unavailable (%s): feedback re-sent on replay", exc)
             return None
-        return {(names[tp.topic], tp.partition): max(tp.offset, 0) for tp in tps}
+        return {(names[t], p): max(offset, 0) for (t, p), offset in listed.items()}
 
     async def _rebuild_once(self) -> None:
         owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.pred_name}

@@ -108,7 +108,7 @@ class WorkerHealth:
         A partition whose offset could not be read is left out (its fields become null), and the first
         problem is returned as ``error``.
         """
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka import TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
         admin = self.w.admin()
@@ -128,13 +128,10 @@ class WorkerHealth:
             if errors and not out[name]:
                 return out, errors[0]  # the cluster does not answer: do not wait for every request
         committed = out["committed"]
-        group = ConsumerGroupTopicPartitions(self.s.group_id, [TopicPartition(t, p) for t, p in tps])
-        try:
-            listed = admin.list_consumer_group_offsets([group], request_timeout=ADMIN_TIMEOUT_S)
-            result = listed[self.s.group_id].result(ADMIN_TIMEOUT_S)
-            for tp in result.topic_partitions:
-                if tp.error is None and tp.offset >= 0:  # negative: nothing committed yet
-                    committed[(tp.topic, tp.partition)] = tp.offset
+        try:  # not the admin API's group offsets: they can abort the process (Worker.committed_offsets)
+            for key, offset in self.w.committed_offsets(tps, ADMIN_TIMEOUT_S).items():
+                if offset >= 0:  # negative: nothing committed yet
+                    committed[key] = offset
         except Exception as exc:
             errors.append(f"committed offsets: {_reason(exc)}")
         return out, errors[0] if errors else None

@@ -12,6 +12,7 @@ from collections import defaultdict
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..promql import PROMETHEUS_SERIES, dashboard_targets, metric_names
 from .streamcheck import read_topic
 from .webcheck import (
     INCIDENT_MODEL,
@@ -300,3 +301,16 @@ def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_grafana_dashboard_reads_metrics_this_worker_exposes(live) -> None:
+    """deploy/grafana's dashboard against a live /metrics: every metric its queries read is there, but the
+    firing-alert gauge when no alert fires (tests/unit/test_deploy.py checks every name statically)."""
+    _, worker = live
+    status, text, _ = worker.get("/metrics", token=TOKEN)
+    assert status == 200
+    exposed = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    used = set().union(*(metric_names(target["expr"]) for _, target in dashboard_targets()))
+    conditional = {"modelmon_alerts_firing"} if "modelmon_alerts_firing{" not in text else set()
+    missing = used - exposed - PROMETHEUS_SERIES - conditional
+    assert not missing, f"the dashboard reads metrics this worker does not expose: {sorted(missing)}"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from modelmon.broker import _server_properties
-from modelmon.kafka_clients import aiokafka_auth, faust_credentials
+from modelmon.broker import _server_properties, _write_keystore
+from modelmon.kafka_clients import aiokafka_auth, auth_error, faust_credentials
 from modelmon.settings import Settings, SettingsError
 from modelmon.web import api
 from tests.certs import Certs, make_certs
@@ -199,7 +199,135 @@ def test_local_broker_sasl_listener(tmp_path: Path) -> None:
     assert "pw-Never-Shown-7" not in repr(s)
     plain = Settings.from_env({"MODELMON_BROKER_PORT": "19100", "MODELMON_CONTROLLER_PORT": "19101"})
     text = _server_properties(plain, tmp_path)
-    assert "SASL_PLAINTEXT" not in text and "jaas" not in text
+    assert "SASL_PLAINTEXT" not in text and "jaas" not in text and "SSL" not in text
+
+
+def _broker_tls(certs: Certs, **changes: str) -> dict[str, str]:
+    env = {
+        "MODELMON_BROKER_PORT": "19100",
+        "MODELMON_CONTROLLER_PORT": "19101",
+        "MODELMON_BROKER_SSL_PORT": "19103",
+        "MODELMON_BROKER_SSL_CERT": str(certs.server_cert),
+        "MODELMON_BROKER_SSL_KEY": str(certs.server_key),
+        "MODELMON_BROKER_SSL_CLIENT_CA": str(certs.ca),
+    }
+    env.update(changes)
+    return {k: v for k, v in env.items() if v != "-"}
+
+
+def test_local_broker_ssl_listener(certs: Certs, tmp_path: Path) -> None:
+    client = {
+        "MODELMON_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "MODELMON_KAFKA_SSL_CA": str(certs.ca),
+        "MODELMON_KAFKA_SSL_CERT": str(certs.client_cert),
+        "MODELMON_KAFKA_SSL_KEY": str(certs.client_key),
+    }
+    s = Settings.from_env({**_broker_tls(certs), **client})
+    assert s.bootstrap == "127.0.0.1:19103"  # SSL clients of the local broker use its SSL listener
+    assert Settings.from_env(_broker_tls(certs)).bootstrap == "127.0.0.1:19100"  # PLAINTEXT ones do not
+    keystore = tmp_path / "keystore.pem"
+    props = dict(
+        line.split("=", 1) for line in _server_properties(s, tmp_path, keystore).splitlines() if "=" in line
+    )
+    assert props["listeners"].endswith(",SSL://127.0.0.1:19103")
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19100,SSL://127.0.0.1:19103"
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["listener.security.protocol.map"].endswith(",SSL:SSL")
+    assert {k: v for k, v in props.items() if k.startswith("listener.name.ssl.")} == {
+        "listener.name.ssl.ssl.keystore.type": "PEM",
+        "listener.name.ssl.ssl.keystore.location": str(keystore),
+        "listener.name.ssl.ssl.truststore.type": "PEM",
+        "listener.name.ssl.ssl.truststore.location": str(certs.ca.resolve()),
+        "listener.name.ssl.ssl.client.auth": "required",
+    }
+    _write_keystore(s, keystore)
+    text = keystore.read_text()
+    assert text.startswith("-----BEGIN PRIVATE KEY-----") and text.count("-----BEGIN CERTIFICATE-----") == 1
+    assert oct(keystore.stat().st_mode & 0o777) == "0o600"
+    # Without a client CA the listener takes clients without certificates.
+    one_way = Settings.from_env(_broker_tls(certs, MODELMON_BROKER_SSL_CLIENT_CA="-"))
+    text = _server_properties(one_way, tmp_path, keystore)
+    assert "listener.name.ssl.ssl.client.auth=none" in text and "truststore" not in text
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        (
+            {"MODELMON_BROKER_SSL_PORT": "-"},
+            "MODELMON_BROKER_SSL_CERT: only used with MODELMON_BROKER_SSL_PORT",
+        ),
+        (
+            {"MODELMON_BROKER_SSL_CERT": "-"},
+            "MODELMON_BROKER_SSL_CERT: required when MODELMON_BROKER_SSL_PORT",
+        ),
+        ({"MODELMON_BROKER_SSL_KEY": "-"}, "MODELMON_BROKER_SSL_KEY: required when MODELMON_BROKER_SSL_PORT"),
+        ({"MODELMON_BROKER_SSL_PORT": "19100"}, "MODELMON_BROKER_SSL_PORT: must differ"),
+        ({"MODELMON_BROKER_SSL_PORT": "70000"}, "MODELMON_BROKER_SSL_PORT: port must be between"),
+        ({"MODELMON_BROKER_SSL_KEY": "/nonexistent/k.pem"}, "MODELMON_BROKER_SSL_KEY: no such file"),
+        ({"MODELMON_BROKER_SSL_CLIENT_CA": "/tmp"}, "MODELMON_BROKER_SSL_CLIENT_CA: is a folder"),
+        ({"MODELMON_BROKER_SSL_CLIENT_CA": "/etc/hostname"}, "MODELMON_BROKER_SSL_CLIENT_CA: not a PEM CA"),
+        ({"MODELMON_BROKER_SSL_KEY": "client_key"}, "MODELMON_BROKER_SSL_CERT: the certificate and its key"),
+        ({"MODELMON_BROKER_SSL_KEY": "pkcs1"}, "MODELMON_BROKER_SSL_KEY: expected an unencrypted PKCS#8"),
+    ],
+)
+def test_broker_tls_settings_name_the_variable(
+    certs: Certs, tmp_path: Path, changes: dict[str, str], needle: str
+) -> None:
+    if changes.get("MODELMON_BROKER_SSL_KEY") == "client_key":
+        changes = {"MODELMON_BROKER_SSL_KEY": str(certs.client_key)}
+    elif changes.get("MODELMON_BROKER_SSL_KEY") == "pkcs1":  # "BEGIN RSA PRIVATE KEY": Kafka cannot read it
+        pkcs1 = tmp_path / "pkcs1.key"
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(certs.server_key), "-traditional", "-out", str(pkcs1)],
+            check=True,
+            capture_output=True,
+        )
+        changes = {"MODELMON_BROKER_SSL_KEY": str(pkcs1)}
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(_broker_tls(certs, **changes))
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+class _Watched:
+    def __init__(self, text: str) -> None:
+        self._watch = type("W", (), {"auth_error": text})()
+
+
+@pytest.mark.parametrize(
+    ("librdkafka_text", "says", "names"),
+    [
+        (
+            "ssl://k:9093/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify "
+            "failed: broker certificate could not be verified",
+            "has a TLS certificate this client does not trust",
+            "check MODELMON_KAFKA_SSL_CA",
+        ),
+        (
+            "ssl://k:9093/bootstrap: Receive failed: error:0A000412:SSL routines::ssl/tls alert bad "
+            "certificate: SSL alert number 42",
+            "refused this client's TLS handshake",
+            "check MODELMON_KAFKA_SSL_CERT and MODELMON_KAFKA_SSL_KEY",
+        ),
+        (
+            "ssl://k:9093/bootstrap: Receive failed: error:0A00045C:SSL routines::tlsv13 alert certificate "
+            "required: SSL alert number 116",
+            "refused this client's TLS handshake",
+            "check MODELMON_KAFKA_SSL_CERT and MODELMON_KAFKA_SSL_KEY",
+        ),
+        (
+            "sasl_ssl://k:9093/bootstrap: SASL authentication error: Authentication failed",
+            "refused to authenticate this client",
+            "check MODELMON_KAFKA_SECURITY_PROTOCOL",
+        ),
+    ],
+)
+def test_tls_refusals_say_which_side_and_which_setting(librdkafka_text: str, says: str, names: str) -> None:
+    s = Settings.from_env({"MODELMON_KAFKA_SECURITY_PROTOCOL": "SSL", "MODELMON_KAFKA_BOOTSTRAP": "k:9093"})
+    error = auth_error(s, _Watched(librdkafka_text))
+    assert error is not None
+    text = str(error)
+    assert text.startswith(f"Kafka at k:9093 {says}") and f"(SSL): {librdkafka_text}; {names}" in text, text
 
 
 # -- HTTP request bounds --------------------------------------------------------------------------------
@@ -229,3 +357,15 @@ def test_requests_within_bounds_pass() -> None:
     longest_model = "m" * 128
     for path in (f"/api/v1/models/{longest_model}/windows?from=1&to=2&limit=10&version=v1", "/metrics"):
         assert api.request_limit_error(make_mocked_request("GET", path)) is None
+
+
+def test_gssapi_uses_the_kerberos_ticket_not_a_password() -> None:
+    s = Settings.from_env(
+        {"MODELMON_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "MODELMON_KAFKA_SASL_MECHANISM": "gssapi"}
+    )
+    assert (
+        s.kafka_client_config()["sasl.mechanism"] == "GSSAPI"
+        and "sasl.username" not in s.kafka_client_config()
+    )
+    auth = aiokafka_auth(s)
+    assert (auth["sasl_mechanism"], auth["sasl_kerberos_service_name"]) == ("GSSAPI", "kafka")

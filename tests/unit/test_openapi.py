@@ -39,6 +39,9 @@ ERROR_CODES = {
     "not_ready",
     "unavailable",
     "internal",
+    "uri_too_long",
+    "headers_too_large",
+    "payload_too_large",
 }
 SECURED = ("/api/", "/metrics")
 
@@ -263,6 +266,17 @@ def test_error_codes():
     assert error["required"] == ["status", "code", "message"]
 
 
+def test_every_operation_documents_the_request_bounds():
+    from modelmon.web import api
+
+    for path, _, op in operations():
+        assert {"400", "413", "414", "431"} <= set(op["responses"]), path
+    text = json.dumps(DOC)
+    for bound in (api.MAX_PATH_CHARS, api.MAX_QUERY_PARAMS):
+        assert str(bound) in text, bound
+    assert f"{api.MAX_QUERY_CHARS:,}" in text and f"{api.MAX_HEADER_BYTES // 1024} KiB" in text
+
+
 # --- example responses of every endpoint ------------------------------------------------------------------
 
 
@@ -412,6 +426,19 @@ GOOD: dict[tuple[str, str, str], list[Any]] = {
     ("/static/{file}", "200", "text/html"): ["<!doctype html><title>modelmon</title>"],
     ("/static/{file}", "404", APP_JSON): [error(404, "not_found", "no such file: 'x.js'")],
 }
+# The request bounds apply to every endpoint, before routing and authentication (web/api.py).
+LIMITS = {
+    "400": [error(400, "bad_request", "more than 16 query parameters")],
+    "413": [error(413, "payload_too_large", "no endpoint takes a request body")],
+    "414": [
+        error(414, "uri_too_long", "the path is longer than 512 characters"),
+        error(414, "uri_too_long", "the query string is longer than 2048 characters"),
+    ],
+    "431": [error(431, "headers_too_large", "the request headers are larger than 16384 bytes")],
+}
+for _path in DOC["paths"]:
+    for _status, _bodies in LIMITS.items():
+        GOOD.setdefault((_path, _status, APP_JSON), []).extend(_bodies)
 
 
 NO_VIEWS = {"5m": None, "1h": None, "24h": None}

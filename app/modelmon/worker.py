@@ -31,7 +31,7 @@ import uvloop
 from faust.types import EventT
 from faust.web.drivers import aiohttp as faust_aiohttp
 
-from . import join, rollup
+from . import join, log_throttle, rollup
 from .aggregate import WindowAccumulator
 from .alerts.rules import RulesError, RuleSet, load_rules
 from .changelog import ChangelogError, ChangelogWriter
@@ -1231,7 +1231,7 @@ class _App(faust.App):
 
 
 class _FaustWorker(faust.Worker):
-    """Faust's worker with the root logger held at the requested level.
+    """Faust's worker with the root logger held at the requested level, and repeated errors throttled.
 
     Faust leaves the root logger at DEBUG (only its handler filters), so every debug call in aiokafka and
     Faust built a log record per event: about 7% of a busy worker's time.
@@ -1241,6 +1241,7 @@ class _FaustWorker(faust.Worker):
         super().on_setup_root_logger(logger, level)
         if level:
             logger.setLevel(level)
+        log_throttle.install(logger)  # a broker outage must not bury the log in retry errors
 
 
 def _wait_for_cluster_after_restart(settings: Settings, restarts: int) -> None:

@@ -279,6 +279,9 @@ def test_broker_outages_under_load_worker_resumes_and_sdk_loses_nothing(tmp_path
         restarts = log_text.count("restarting")
         assert restarts == 0, "the worker restarted itself during or after an outage"
         assert log_text.count("Kafka answers again") == 2  # the watchdog saw both outages end
+        # Two 65 s storms of client retries (about 70 errors a second) are throttled, and say so.
+        assert "more like this in the last 30 s]" in log_text
+        assert log_text.count("Unable connect to node with id") < 200, "retry errors flooded the log"
 
         # The SDK lost nothing and sent nothing twice (idempotent producer, buffered through the outage).
         stored = Counter(

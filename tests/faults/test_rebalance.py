@@ -8,11 +8,12 @@ chunks still to send, so every rebalance happens under load. Each step waits unt
 is stable with the expected members (AdminClient) and every live worker reports itself ready with the
 partitions split between them.
 
-A poller thread queries every worker (also the stopped and killed ones) for the whole run and sorts the
-answers: 200, 503 (JSON error with Retry-After), 404 before a model has data, connection refused, other
-connection errors. What it checks (``ApiLog``):
-- never a 500 or another status, never malformed JSON, never a 404 for a model that was served before,
-  never a models list missing a series that was listed before (a partial answer);
+A poller thread queries every worker (also the stopped and killed ones) for the whole run (models list,
+each model and its windows, alerts, /api/v1/health, /ready, /metrics) and sorts the answers: 200, 503
+(JSON error with Retry-After), 404 before a model has data or after the close dropped its windows,
+connection refused, other connection errors. What it checks (``ApiLog``):
+- never a 500 or another status, never malformed JSON, never a 404 for a model that was served before
+  (until the close), never a models list missing a series that was listed before (a partial answer);
 - per window, the predictions, errors, invalid events and labelled pairs any worker reports never
   exceed the oracle's final counts (nothing visible is counted twice), and a window served as final
   equals the oracle exactly;
@@ -20,9 +21,12 @@ connection errors. What it checks (``ApiLog``):
   one content: stage 2's writes are durable before its input offsets commit, a graceful hand-over
   flushes them, and a replay after a kill reapplies the same snapshots in the same order. The exception
   is a read of a write the killed owner had not yet made durable (see docs/architecture.md §9);
-- rolling views never count more predictions than the whole series has.
-After the stream (before the closing events, which finalise and then drop every window), the survivor's
-answers equal the oracle's numbers for every window.
+- rolling views never count more predictions than the whole series has;
+- a window's counts never drop before the kill (a graceful hand-over moves durable state only).
+After the stream, the survivor's answers equal the oracle for every window (expiry counts aside), then,
+after closing events that finalise the stream's windows without dropping them yet, every such window
+is served final and equal to the oracle; the final closing events then finalise (and drop) the rest.
+The report (counts of answers by class, rebalance times) is printed and kept as rebalance-report.json.
 """
 
 from __future__ import annotations
@@ -221,7 +225,7 @@ class Poller(threading.Thread):
         self.states: dict[str, str] = {}
         self.closing = False  # the closing events went out: windows are finalised, then dropped
         self.done = threading.Event()
-        self.paths = ["/api/v1/models", "/api/v1/alerts?limit=1000"]
+        self.paths = ["/api/v1/models", "/api/v1/alerts?limit=1000", "/api/v1/health", "/ready", "/metrics"]
         for model in MODELS:
             self.paths += [f"/api/v1/models/{model}", f"/api/v1/models/{model}/windows?limit=10000"]
 
@@ -262,11 +266,24 @@ class Poller(threading.Thread):
             self.log.note(name, state, f"conn:{type(err).__name__}")
             return
         now = time.monotonic()
+        if (
+            path == "/metrics"
+        ):  # Prometheus text, always 200 (while recovering, view and alert gauges are left out)
+            ok = status == 200 and b"modelmon_worker_ready" in raw
+            self.log.note(name, state, f"{status}:metrics")
+            if not ok:
+                self.log.violation(f"{name} /metrics: {status} {raw[:200]!r}")
+            return
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             self.log.note(name, state, f"{status}:malformed")
             self.log.violation(f"{name} {path}: {status} with a body that is not JSON: {raw[:200]!r}")
+            return
+        if path == "/ready":  # 200 ready, or 503 with the reason
+            self.log.note(name, state, f"{status}:ready")
+            if (status, body.get("ready")) not in ((200, True), (503, False)):
+                self.log.violation(f"{name} /ready: {status} {body}")
             return
         if status == 503:
             code = body.get("error", {}).get("code") if isinstance(body, dict) else None
@@ -300,6 +317,10 @@ class Poller(threading.Thread):
             if missing and not self.closing:
                 self.log.violation(f"{name} /models: {sorted(missing, key=str)} listed before, not now")
             self.log.listed |= listed
+        elif path == "/api/v1/health":
+            parts = body["partitions"]
+            if not (set(parts["input"]) <= set(range(8)) and set(parts["output"]) <= set(range(4))):
+                self.log.violation(f"{name} /health: {parts}")
         elif path.startswith("/api/v1/alerts"):
             if body["alerts"]:  # no rules are configured
                 self.log.violation(f"{name} /alerts: {body['alerts'][:2]}")
@@ -358,11 +379,13 @@ def _wait_rebalanced(
     while time.monotonic() < deadline:
         try:
             state, members = _group(admin, settings)
-            healths = [w.get("/api/v1/health", timeout=10)[1] for w in live]
+            answers = [w.get("/api/v1/health", timeout=10) for w in live]
         except Exception as exc:  # the coordinator is moving, or a worker restarts: try again
             last = repr(exc)
             time.sleep(0.5)
             continue
+        assert all(status == 200 for status, _, _ in answers), f"{step}: /api/v1/health {answers}"
+        healths = [body for _, body, _ in answers]
         inputs = [sorted(p for t, p in m if t == pred) for m in members]
         last = (state, inputs, [(h.get("ready"), h.get("partitions")) for h in healths])
         owned_in = [p for h in healths for p in h["partitions"]["input"]]

@@ -1,6 +1,7 @@
-"""A model's request forwarded to its owner: the owner's answer is relayed, and a 503 (owner rebalancing or
-recovering) keeps saying when to retry, like a 503 this worker raises itself (seen in the rebalance test:
-relayed 503s had lost Retry-After)."""
+"""The API while workers come and go (both seen in tests/faults/test_rebalance.py): a model's request
+forwarded to its owner relays the owner's answer, and a 503 (owner rebalancing or recovering) keeps saying
+when to retry, like a 503 this worker raises itself (relayed 503s had lost Retry-After); a worker whose
+Faust consumer has not started yet owns nothing (its /api/v1/health was a 500)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import orjson
 from aiohttp.test_utils import make_mocked_request
+from faust.exceptions import ConsumerNotStarted
 
 from modelmon.web.api import Api
+from modelmon.web.reads import StageReads
 
 
 def _api(answer: tuple[int, Any]) -> Api:
@@ -51,3 +54,18 @@ def test_a_relayed_200_is_the_owners_answer() -> None:
     assert response.status == 200
     assert "Retry-After" not in response.headers
     assert orjson.loads(response.body) == {"model": "clf", "versions": []}
+
+
+def test_a_starting_worker_owns_no_partition() -> None:
+    def not_started() -> set:
+        raise ConsumerNotStarted("Consumer thread not yet started")
+
+    worker = SimpleNamespace(
+        s=SimpleNamespace(),
+        app=SimpleNamespace(consumer=SimpleNamespace(assignment=not_started)),
+        partials=SimpleNamespace(get_topic_name=lambda: "partials"),
+        pred_name="predictions",
+    )
+    reads = StageReads(worker)  # type: ignore[arg-type]
+    assert reads.owned_inputs() == set()
+    assert reads.owned_outputs() == set()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import psutil
+from faust.exceptions import ConsumerNotStarted
 
 from .. import rollup
 from ..topics import model_partition
@@ -44,12 +45,20 @@ class StageReads:
     def model_partition(self, model: str) -> int:
         return model_partition(model, self.s.output_partitions)
 
+    def _assignment(self) -> set[Any]:
+        """The consumer's assigned partitions; none before Faust has started its consumer thread (the web
+        server answers first: /api/v1/health of a starting worker was a 500, seen in the rebalance test)."""
+        try:
+            return self.w.app.consumer.assignment()
+        except ConsumerNotStarted:
+            return set()
+
     def owned_outputs(self) -> set[int]:
         topic = self.w.partials.get_topic_name()
-        return {tp.partition for tp in self.w.app.consumer.assignment() if tp.topic == topic}
+        return {tp.partition for tp in self._assignment() if tp.topic == topic}
 
     def owned_inputs(self) -> set[int]:
-        return {tp.partition for tp in self.w.app.consumer.assignment() if tp.topic == self.w.pred_name}
+        return {tp.partition for tp in self._assignment() if tp.topic == self.w.pred_name}
 
     def partition_owners(self) -> dict[int, str]:
         """Stage-2 partition -> web URL of the worker owning it, from the group's last assignment."""

@@ -48,6 +48,13 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def _nonneg_int(name: str, raw: str) -> int:
+    value = _int(name, raw)
+    if value < 0:
+        raise SettingsError(f"{name}: must be 0 or more, got {value}")
+    return value
+
+
 def _float(name: str, raw: str) -> float:
     try:
         return float(raw)
@@ -437,6 +444,14 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "A worker whose table recovery (or stage-1 processing) makes no progress this long restarts itself.",
     ),
     EnvVar(
+        "MODELMON_STANDBY_REPLICAS",
+        "standby_replicas",
+        "0",
+        _nonneg_int,
+        "Standby copies of each table partition kept on other workers (rocksdb store only): a failover "
+        "restores only the changelog's tail.",
+    ),
+    EnvVar(
         "MODELMON_KAFKA_SECURITY_PROTOCOL",
         "security_protocol",
         "PLAINTEXT",
@@ -522,6 +537,7 @@ class Settings:
     idle_advance_s: float = 30.0
     session_timeout_s: float = 30.0
     recovery_stall_s: float = 60.0
+    standby_replicas: int = 0
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_username: str = ""
@@ -578,6 +594,12 @@ class Settings:
             raise SettingsError("MODELMON_BROKER_SASL_USERS: required when MODELMON_BROKER_SASL_PORT is set")
         if self.broker_sasl_users and not self.broker_sasl_port:
             raise SettingsError("MODELMON_BROKER_SASL_USERS: only used with MODELMON_BROKER_SASL_PORT")
+        if self.standby_replicas and self.store != "rocksdb":
+            # The memory store keeps no restore offset: a promoted standby restores the whole changelog
+            # anyway, and the standby's keys would only double the memory (faust stores/memory.py).
+            raise SettingsError(
+                "MODELMON_STANDBY_REPLICAS: needs MODELMON_STORE=rocksdb (0 with the memory store)"
+            )
         self._validate_broker_tls()
         self._validate_security()
 

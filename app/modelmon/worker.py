@@ -121,7 +121,10 @@ class Worker:
             web_application_options={"client_max_size": 64 * 1024},
             topic_partitions=input_partitions,
             topic_replication_factor=settings.replication_factor,
-            table_standby_replicas=0,
+            # Standby copies of other workers' table partitions (rocksdb store only, settings.py): kept up
+            # to date from the changelogs after this worker's own (active) recovery, so a failover restores
+            # only the tail. Faust's in_recovery covers active partitions only (watch_recovery).
+            table_standby_replicas=settings.standby_replicas,
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
@@ -290,6 +293,11 @@ class Worker:
         now = time.monotonic()
         if not await self._broker_answers(now):
             return
+        # Active recovery only. With standby replicas Faust keeps consuming the standby changelog
+        # partitions for as long as the worker runs, but in faust-streaming 0.15.3 in_recovery ends when
+        # the active partitions are restored (need_recovery() and active_remaining_total() count actives
+        # only; standbys are resumed after that), and stage 1 runs meanwhile: a standby that is still
+        # catching up is neither a stall nor a reason to hold stage 1 back.
         if recovery.in_recovery:
             remaining = recovery.active_remaining_total()
             if self._recovery_progress is None or self._recovery_progress[1] != remaining:
@@ -502,7 +510,8 @@ class Worker:
         for state in self.parts.values():
             state.expect((self.pred_name, self.gt_name), now)
         # One pass over the table, each entry folded into its partition as it is read: holding the
-        # decoded entries (a million pending joins) would cost gigabytes.
+        # decoded entries (a million pending joins) would cost gigabytes. The rocksdb store iterates the
+        # active partitions only; entries of other partitions (standby copies) are skipped by "p" anyway.
         counts = dict.fromkeys(self.parts, 0)
         metas: dict[int, dict] = {}
         read = 0
@@ -795,6 +804,9 @@ class Worker:
         }
         self.window_index = defaultdict(dict)
         self.window_rev = {}
+        # Only owned windows may be emitted: a revoked partition's keys can still be read from the local
+        # store (outside an event, rocksdb looks a key up in every open partition, standby copies too).
+        self.dirty_windows = set()
         self.series = defaultdict(dict)
         self.latest_views = {}
         self.references = {}
@@ -1127,8 +1139,12 @@ class Worker:
             await self.alerts_topic.send(key=event["model"].encode(), value=orjson.dumps(event))
 
     async def emit_metrics(self) -> None:
-        """Publish every changed window, then the rolling views of the model versions they belong to."""
-        if not self.dirty_windows:
+        """Publish every changed window, then the rolling views of the model versions they belong to.
+
+        Not between a rebalance and the stage-2 rebuild (the next partials event), which keeps only the
+        windows this worker still owns.
+        """
+        if not self.dirty_windows or self.stage2_stale:
             return
         keys, self.dirty_windows = self.dirty_windows, set()
         now = time.time()

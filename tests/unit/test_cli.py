@@ -56,6 +56,12 @@ def test_bad_arguments_exit_2_with_one_line(args, needle):
         ({"MODELMON_WINDOW_S": "-5"}, "MODELMON_WINDOW_S: must be greater than 0"),
         ({"MODELMON_KAFKA_SECURITY_PROTOCOL": "TLS"}, "MODELMON_KAFKA_SECURITY_PROTOCOL: must be one of"),
         ({"MODELMON_BROKER_PORT": "9093"}, "MODELMON_CONTROLLER_PORT: must differ"),
+        ({"MODELMON_STANDBY_REPLICAS": "-1"}, "MODELMON_STANDBY_REPLICAS: must be 0 or more, got -1"),
+        ({"MODELMON_STANDBY_REPLICAS": "one"}, "MODELMON_STANDBY_REPLICAS: expected an integer, got 'one'"),
+        (
+            {"MODELMON_STANDBY_REPLICAS": "1", "MODELMON_STORE": "memory"},
+            "MODELMON_STANDBY_REPLICAS: needs MODELMON_STORE=rocksdb",
+        ),
     ],
 )
 def test_bad_configuration_exits_2_naming_the_variable(env, needle):

@@ -120,3 +120,41 @@ def test_no_restart_while_the_broker_is_away_and_stalls_count_from_its_return(mo
     assert restarts == []
     at(2)  # 21 s after the return without a stage-1 event: a real stall
     assert len(restarts) == 1
+
+
+def test_standby_replicas_reach_faust_and_standby_recovery_is_no_stall(monkeypatch, tmp_path):
+    """MODELMON_STANDBY_REPLICAS is passed to Faust. Standby partitions keep restoring for as long as the
+    worker runs, after Faust's in_recovery (active partitions only) has ended: the watchdog judges only
+    active recovery and stage-1 progress, so a standby still catching up never restarts the worker."""
+    assert worker_module.Worker(Settings(home=str(tmp_path)), 8).app.conf.table_standby_replicas == 0
+    w = worker_module.Worker(
+        Settings(home=str(tmp_path), recovery_stall_s=10.0, tick_interval_s=1.0, standby_replicas=1), 8
+    )
+    assert w.app.conf.table_standby_replicas == 1
+    monkeypatch.setattr(w, "_broker_reachable", lambda: True)
+    monkeypatch.setattr(w, "_stuck_input_partitions", lambda now: asyncio.sleep(0, result=[]))
+    clock = [1000.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+    restarts = []
+    monkeypatch.setattr(worker_module, "restart_process", lambda: restarts.append(clock[0]))
+    standby_left = [400_000]  # never moves: a standby far behind, or one that stopped
+    monkeypatch.setattr(
+        type(w.app.tables),
+        "recovery",
+        property(
+            lambda self: SimpleNamespace(
+                in_recovery=False,
+                active_remaining_total=lambda: 0,
+                standby_remaining_total=lambda: standby_left[0],
+            )
+        ),
+    )
+    owned = [SimpleNamespace(topic=w.ticks_name, partition=0)]
+    monkeypatch.setattr(
+        type(w.app), "consumer", property(lambda self: SimpleNamespace(assignment=lambda: owned))
+    )
+    for _ in range(20):  # 100 s, stage 1 busy all along
+        clock[0] += 5
+        w._last_stage1 = clock[0]
+        asyncio.run(w.watch_recovery())
+    assert restarts == []

@@ -496,11 +496,12 @@ class Worker:
     async def _rebuild_once(self) -> None:
         owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.pred_name}
         committed = None
-        if self.feedback.enabled and owned:
+        if owned:
             loop = asyncio.get_running_loop()
             committed = await loop.run_in_executor(None, self._committed_inputs, owned)
         self._resend_on_replay = committed is None
         resent = 0
+        unconfirmed: list[tuple[bytes, bytes, int]] = []  # entries written by uncommitted inputs
         epoch = time.time_ns() // 1_000_000
         self.parts = {
             p: PartitionState(p, self.s.window_s, self.s.join_horizon_s, epoch, self.s.idle_advance_s)
@@ -536,6 +537,10 @@ class Worker:
                     # rather than on the replay, which Faust's consumer has been seen to skip.
                     self.send_feedback(key.decode(), value)
                     resent += 1
+                if committed is not None and any(
+                    offset >= committed.get((tag, value["p"]), 0) for tag, offset in value["o"].items()
+                ):
+                    unconfirmed.append((key, raw, value["p"]))
             read += 1
             if read % 5000 == 0:
                 self._last_stage1 = time.monotonic()
@@ -543,8 +548,21 @@ class Worker:
         for p, state in self.parts.items():
             state.finish_restore(metas.get(p))
             log.info("stage 1 partition %d rebuilt from %d join entries", p, counts[p])
-        if resent:
-            log.info("feedback re-sent for %d joins of uncommitted inputs", resent)
+        # The local store of a restarted process can hold writes whose changelog records died with the
+        # old process (a kill -9 or a watchdog restart between the write and its delivery). Their inputs
+        # are replays now, which write nothing, so the changelog would never get them and a later owner
+        # restoring from it would miss them: send them again (the same values) to the changelog. Only the
+        # changelog: a store write here would land in the partition of the event that triggered the
+        # rebuild (Faust's RocksDB store picks the partition from the current event), not the entry's.
+        changelog = self.joins.changelog_topic.get_topic_name()
+        for key, raw, partition in unconfirmed:
+            self._changelog().send(changelog, key, raw, partition)
+        if resent or unconfirmed:
+            log.info(
+                "feedback re-sent for %d joins, changelog re-written for %d entries of uncommitted inputs",
+                resent,
+                len(unconfirmed),
+            )
 
     async def _state(self, partition: int) -> PartitionState:
         if self.stale:

@@ -17,6 +17,7 @@ measures failover with and without standbys on a larger state).
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from datetime import datetime
@@ -37,9 +38,10 @@ from tests.integration.test_stream_core import _verify
 
 pytestmark = pytest.mark.integration
 
-WEB_PORTS = (19766, 19767)  # inside the range this test was given (19760-19769), off the broker's
+WEB_PORTS = range(19766, 19770)  # web servers: the two free ones of these (the broker is below)
 CHUNKS = 16
 CHUNK_INTERVAL_S = 0.4
+CHURN_CHUNK_INTERVAL_S = 2.5  # the join-leave variant: load for 40 s
 KILL_AFTER_CHUNK = 6
 
 _ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(\d+)\s*\|\s*(-?\d+)\s*\|")
@@ -139,6 +141,20 @@ def store_differences(settings, worker: WorkerProcess, table: str, partitions: i
     return out
 
 
+def _free_ports(candidates: range, n: int) -> list[int]:
+    free = []
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        free.append(port)
+        if len(free) == n:
+            return free
+    raise AssertionError(f"fewer than {n} free ports in {candidates}")
+
+
 def _wait_for(what: str, check, timeout_s: float, workers: list[WorkerProcess]) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -150,17 +166,29 @@ def _log(worker: WorkerProcess) -> str:
     return worker.log_path.read_text(errors="replace")
 
 
-def test_standby_failover_after_kill9_matches_the_oracle(settings, tmp_path: Path):
+@pytest.mark.parametrize("churn", [False, True], ids=["kill", "join-leave-kill"])
+def test_standby_failover_after_kill9_matches_the_oracle(settings, tmp_path: Path, churn: bool):
+    """``churn``: before the kill, a third worker joins and leaves (gracefully) under load, so the standby
+    copies are reassigned, and resume reading with a backlog, twice. The stream is then sent over 40 s, so
+    its predictions all carry a ``ts``: one timed by its Kafka timestamp would lie more than the join
+    horizon after its label's time, a boundary case the oracle does not model (docs/architecture.md §3)."""
     s = stream_settings(settings, home=str(tmp_path), store="rocksdb", standby_replicas=1)
     create_topics(s)
     workers = []
-    for worker_id, port in zip(("w1", "w2"), WEB_PORTS, strict=True):
+    ports = _free_ports(WEB_PORTS, 3)
+    for worker_id, port in zip(("w1", "w2"), ports, strict=False):
         w = WorkerProcess(s, worker_id, tmp_path)
         w.port = port
         workers.append(w.start())
     survivor, victim = workers
+    extra = WorkerProcess(s, "w3", tmp_path)
+    extra.port = ports[2]
     try:
         stream = make_stream(seed=7)
+        if churn:
+            for kind, payload in stream.events:
+                if kind == "p" and "ts" not in payload:
+                    payload["ts"] = stream.base + 5.0  # where its label's time was drawn from
         third = len(stream.events) // 3
         produce(s, stream.events[:third])
         wait_for_lag_zero(s)
@@ -184,10 +212,10 @@ def test_standby_failover_after_kill9_matches_the_oracle(settings, tmp_path: Pat
         def send() -> None:
             try:
                 for i, chunk in enumerate(chunks):
-                    if i == KILL_AFTER_CHUNK:
+                    if i == KILL_AFTER_CHUNK and not churn:
                         sent.set()
                     produce(s, chunk)
-                    time.sleep(CHUNK_INTERVAL_S)
+                    time.sleep(CHURN_CHUNK_INTERVAL_S if churn else CHUNK_INTERVAL_S)
             except BaseException as exc:  # reported by the test thread
                 failure.append(exc)
             finally:
@@ -195,7 +223,20 @@ def test_standby_failover_after_kill9_matches_the_oracle(settings, tmp_path: Pat
 
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
-        sent.wait(60)
+        if churn:
+            extra.start()
+            _wait_for("the third worker processing", lambda: owned_partitions(_log(extra)), 90, workers)
+            time.sleep(2.0)
+            extra.stop()
+            _wait_for(
+                "the two workers processing again",
+                lambda: all(len(owned_partitions(_log(w))) == s.input_partitions // 2 for w in workers),
+                90,
+                workers,
+            )
+            time.sleep(2.0)
+        else:
+            sent.wait(60)
         taken_over = owned_partitions(_log(victim))
         log_at_kill = len(_log(survivor))
         killed_at = time.time()
@@ -235,5 +276,5 @@ def test_standby_failover_after_kill9_matches_the_oracle(settings, tmp_path: Pat
         diffs += store_differences(s, survivor, "windows", s.output_partitions)
         assert not diffs, f"{len(diffs)} keys differ, e.g. {diffs[:10]}"
     finally:
-        for w in workers:
+        for w in [*workers, extra]:
             w.stop()

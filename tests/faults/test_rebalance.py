@@ -50,13 +50,13 @@ from modelmon.kafka_clients import admin_client
 from modelmon.settings import Settings
 from modelmon.topics import create_topics, model_partition, topic_name
 from tests.integration.streamcheck import (
-    CLOSER_MODEL,
     HORIZON,
     UNKNOWN,
     WINDOW,
     Stream,
     _epoch,
     check_window,
+    closer_events,
     closers,
     make_stream,
     oracle,
@@ -497,25 +497,9 @@ def _wait_finals_exact(worker: WebWorker, expected: dict, close_at: float, timeo
 
 
 def _first_closers(ts: float, partitions: int) -> list[tuple[str, Any]]:
-    """Like streamcheck.closer_events (a prediction and its label at ``ts`` on every input partition), under
-    request ids of their own, so the final closing events are not duplicates of these."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    pick = DefaultPartitioner()
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < partitions:
-        rid = f"close-first-{i}"
-        found.setdefault(pick(rid.encode(), list(range(partitions)), list(range(partitions))), rid)
-        i += 1
-    return [
-        event
-        for rid in found.values()
-        for event in (
-            ("p", {"request_id": rid, "model": CLOSER_MODEL, "prediction": "x", "ts": ts}),
-            ("g", {"request_id": rid, "model": CLOSER_MODEL, "label": "x", "ts": ts}),
-        )
-    ]
+    """streamcheck.closer_events under request ids of their own, so the final closing events are not
+    duplicates of these."""
+    return closer_events(ts, partitions, prefix="close-first-")
 
 
 def _chunks(stream: Stream) -> list[list[list[tuple[str, Any]]]]:

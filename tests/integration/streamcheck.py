@@ -200,16 +200,17 @@ def closers(stream: Stream, partitions: int = 8) -> list[tuple[str, Any]]:
     return closer_events(stream.base + 1000.0, partitions)
 
 
-def closer_events(ts: float, partitions: int = 8) -> list[tuple[str, Any]]:
+def closer_events(ts: float, partitions: int = 8, prefix: str = "closer-") -> list[tuple[str, Any]]:
     """A prediction and its label at ``ts`` on every input partition: the watermark follows the input topic
-    furthest behind, so both topics must reach ``ts``. Model ``closer``, ignored by the checks."""
+    furthest behind, so both topics must reach ``ts``. Model ``closer``, ignored by the checks. Request
+    ids are ``prefix`` + a number, so two sets of closers with different prefixes never duplicate."""
     from aiokafka.partitioner import DefaultPartitioner
 
     pick = DefaultPartitioner()
     found: dict[int, str] = {}
     i = 0
     while len(found) < partitions:
-        rid = f"closer-{i}"
+        rid = f"{prefix}{i}"
         found.setdefault(pick(rid.encode(), list(range(partitions)), list(range(partitions))), rid)
         i += 1
     return [
